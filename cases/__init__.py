@@ -1,0 +1,15 @@
+"""Case catalogues: per family, the grid CI runs, pinned regressions, strategy choices."""
+
+from __future__ import annotations
+
+import importlib
+
+_CATALOGUES = {"attention": "cases.attention"}
+
+
+def catalogue(family: str) -> list:
+    """The default cases of ``family`` (grid then pinned regressions)."""
+    if family not in _CATALOGUES:
+        raise KeyError(f"unknown family {family!r}; known families: {', '.join(_CATALOGUES)}")
+    module = importlib.import_module(_CATALOGUES[family])
+    return list(module.GRID) + list(module.PINNED)

@@ -1,0 +1,67 @@
+"""Families: one input/output contract each, with its case type, oracle and checks.
+
+A family module defines a ``FAMILY`` object with:
+
+* ``name`` and ``parameters``: the adapter signature every variant must accept;
+* ``case_from_id(text)``: the case a short id stands for;
+* ``case_features(case)``: the set of strings limitations match against;
+* ``checks_for(case)``: the ``CheckSpec`` list that applies to the case;
+* ``oracle(case)``: the float64 truth (and same-dtype baseline), once per case;
+* ``run(case, variant, oracle, wanted)``: run the variant and return one
+  ``Comparison`` per wanted ``CheckSpec``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+
+# name -> module; imported on first use so that listing families is cheap.
+_MODULES = {
+    "attention": "harness.families.attention",
+}
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    check: str  # OUT, GRAD, FIN, ZERO, INV, LAYOUT, ...
+    target: str  # which tensor or which perturbation
+    backward: bool = False  # needs the variant's gradients
+
+    @property
+    def key(self) -> str:
+        return f"{self.check}:{self.target}"
+
+    @property
+    def tags(self) -> frozenset[str]:
+        return frozenset({self.check, self.key} | ({"backward"} if self.backward else set()))
+
+
+def family_names() -> list[str]:
+    return list(_MODULES)
+
+
+def get_family(name: str):
+    if name not in _MODULES:
+        raise KeyError(f"unknown family {name!r}; known families: {', '.join(_MODULES)}")
+    return importlib.import_module(_MODULES[name]).FAMILY
+
+
+def signature_problem(fn, positional: tuple[str, ...], keywords: tuple[str, ...]) -> str:
+    """Empty if ``fn`` can be called as ``fn(*positional, **{k: ... for k in keywords})``."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return "its signature cannot be inspected"
+    params = sig.parameters
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    missing = [n for n in keywords if n not in params and not has_var_kw]
+    try:
+        sig.bind(*positional, **{k: None for k in keywords if k in params or has_var_kw})
+    except TypeError as exc:
+        if not missing:
+            return f"cannot be called as fn({', '.join(positional)}, *, {', '.join(keywords)}): {exc}"
+    if missing:
+        return f"the adapter must accept keyword argument(s) {', '.join(missing)} (contract: fn({', '.join(positional)}, *, {', '.join(keywords)}))"
+    return ""

@@ -1,0 +1,394 @@
+"""The attention family: case type, input construction, oracle and checks.
+
+Adapter contract (all tensors on the variant's device, in the case dtype)::
+
+    fn(q, k, v, *, scale, causal, window, alignment, mask, softcap) -> out
+
+    q      [B, Hq, Lq, D]     k [B, Hkv, Lk, D]     v [B, Hkv, Lk, Dv]
+    out    [B, Hq, Lq, Dv]
+    scale     float, already resolved (1/sqrt(D) unless the case sets one)
+    causal    bool; the diagonal is placed by ``alignment``
+    alignment "bottom_right" (flash-attention) or "top_left" (torch SDPA is_causal)
+    window    None or (left, right), each an int or None (unbounded)
+    mask      None, or a tensor broadcastable to [B, Hq, Lq, Lk]: bool (True =
+              attend) or additive float (-inf hides a key); here always [B, 1, Lq, Lk]
+    softcap   None or float: scores become softcap * tanh(scores / softcap)
+
+See ``reference.attention`` for the exact semantics, including the GQA head mapping
+and the rule that a fully-masked row gives exactly 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+
+from harness.families import CheckSpec, signature_problem
+from harness.tolerance import ERROR, Comparison, all_finite, compare, exact_zero
+from reference.attention import attention, visibility
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+_DTYPE_TOKENS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}
+_ALIGN_TOKENS = {"bottom_right": "br", "top_left": "tl"}
+# INV poisons keys that no query may see with large values that stay finite in every
+# dtype through q @ k^T; any leak of them moves the output by orders of magnitude.
+# Not NaN: the contract lets a kernel multiply a masked value row by an exact 0
+# weight, and 0 * NaN is NaN in every dense implementation (SDPA math and flash on
+# CPU included). NaN-filled scratch belongs to the KV-cache family's unused slots.
+POISON_KEY, POISON_VALUE = 100.0, 1.0e4
+
+
+@dataclass(frozen=True)
+class AttentionCase:
+    batch: int
+    heads_q: int
+    heads_kv: int
+    len_q: int
+    len_k: int
+    head_dim: int
+    head_dim_v: int
+    dtype: str = "float32"
+    causal: bool = False
+    alignment: str = "bottom_right"
+    window: tuple[int | None, int | None] | None = None
+    mask: str = "none"  # "none", "bool" or "additive"
+    softcap: float | None = None
+    scale: float | None = None
+    seed: int = 0
+
+    family = "attention"
+
+    def __post_init__(self):
+        problems = []
+        if min(self.batch, self.heads_q, self.heads_kv, self.len_q, self.len_k, self.head_dim, self.head_dim_v) < 1:
+            problems.append("every size must be at least 1")
+        if self.heads_q % self.heads_kv:
+            problems.append(f"heads_q={self.heads_q} is not a multiple of heads_kv={self.heads_kv}")
+        if self.dtype not in TORCH_DTYPES:
+            problems.append(f"dtype {self.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
+        if self.alignment not in _ALIGN_TOKENS:
+            problems.append(f"alignment {self.alignment!r} is not one of {', '.join(_ALIGN_TOKENS)}")
+        if self.mask not in ("none", "bool", "additive"):
+            problems.append(f"mask {self.mask!r} is not one of none, bool, additive")
+        if self.window is not None and (len(self.window) != 2 or any(w is not None and w < 0 for w in self.window)):
+            problems.append(f"window {self.window!r} must be (left, right) with each >= 0 or None")
+        if problems:
+            raise ValueError("invalid attention case: " + "; ".join(problems))
+
+    @property
+    def id(self) -> str:
+        """Short id that ``case_from_id`` turns back into this exact case."""
+        parts = [f"b{self.batch}", f"h{self.heads_q}x{self.heads_kv}", f"q{self.len_q}", f"k{self.len_k}",
+                 f"d{self.head_dim}v{self.head_dim_v}", _DTYPE_TOKENS[self.dtype], _ALIGN_TOKENS[self.alignment]]
+        if self.causal:
+            parts.append("causal")
+        if self.window is not None:
+            parts.append("w" + "_".join("n" if w is None else str(w) for w in self.window))
+        if self.mask != "none":
+            parts.append("m" + self.mask)
+        if self.softcap is not None:
+            parts.append(f"cap{self.softcap:g}")
+        if self.scale is not None:
+            parts.append(f"sc{self.scale:g}")
+        parts.append(f"s{self.seed}")
+        return "-".join(parts)
+
+    @property
+    def resolved_scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim) if self.scale is None else self.scale
+
+    def describe(self) -> str:
+        masking = [name for name, on in (("causal", self.causal), (f"window {self.window}", self.window is not None),
+                                         (f"{self.mask} mask", self.mask != "none"), (f"softcap {self.softcap}", self.softcap is not None)) if on]
+        return (f"B={self.batch}, Hq={self.heads_q}, Hkv={self.heads_kv}, Lq={self.len_q}, Lk={self.len_k}, "
+                f"D={self.head_dim}, Dv={self.head_dim_v}, {self.dtype}, {self.alignment.replace('_', '-')} alignment"
+                + (", " + ", ".join(masking) if masking else ", no masking") + f", seed {self.seed}")
+
+    def params(self) -> dict:
+        return asdict(self)
+
+
+_ID_TOKEN = re.compile(r"^(b|h|q|k|d|w|m|cap|sc|s)(.*)$")
+
+
+def case_from_id(text: str) -> AttentionCase:
+    """Parse an id made by ``AttentionCase.id``; a malformed id gets a ValueError naming the token."""
+    fields: dict = {"causal": False}
+    dtypes = {v: k for k, v in _DTYPE_TOKENS.items()}
+    aligns = {v: k for k, v in _ALIGN_TOKENS.items()}
+    try:
+        for token in text.split("-"):
+            if token in dtypes:
+                fields["dtype"] = dtypes[token]
+            elif token in aligns:
+                fields["alignment"] = aligns[token]
+            elif token == "causal":
+                fields["causal"] = True
+            elif token.startswith("cap"):
+                fields["softcap"] = float(token[3:])
+            elif token.startswith("sc"):
+                fields["scale"] = float(token[2:])
+            elif token.startswith("h"):
+                fields["heads_q"], fields["heads_kv"] = (int(x) for x in token[1:].split("x"))
+            elif token.startswith("d"):
+                fields["head_dim"], fields["head_dim_v"] = (int(x) for x in token[1:].split("v"))
+            elif token.startswith("w"):
+                fields["window"] = tuple(None if w == "n" else int(w) for w in token[1:].split("_"))
+            elif token.startswith("m"):
+                fields["mask"] = token[1:]
+            elif token[:1] in ("b", "q", "k", "s") and token[1:].isdigit():
+                fields[{"b": "batch", "q": "len_q", "k": "len_k", "s": "seed"}[token[0]]] = int(token[1:])
+            else:
+                raise ValueError(f"unknown token {token!r}")
+        return AttentionCase(**fields)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed attention case id {text!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def make_inputs(case: AttentionCase) -> dict[str, torch.Tensor | None]:
+    """Float64 tensors from the case's seed, already rounded through the case dtype.
+
+    Rounding first means the oracle sees exactly the values the variant sees, so an
+    error is the computation's, not the input conversion's.
+    """
+    gen = torch.Generator().manual_seed(case.seed)
+    dtype = TORCH_DTYPES[case.dtype]
+    B, Hq, Hkv, Lq, Lk = case.batch, case.heads_q, case.heads_kv, case.len_q, case.len_k
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).to(torch.float64)
+
+    inputs = {"q": randn(B, Hq, Lq, case.head_dim), "k": randn(B, Hkv, Lk, case.head_dim),
+              "v": randn(B, Hkv, Lk, case.head_dim_v), "dout": randn(B, Hq, Lq, case.head_dim_v), "mask": None}
+    if case.mask != "none":
+        keep = torch.rand(B, 1, Lq, Lk, generator=gen) < 0.8
+        if Lq > 1:
+            keep[0, :, Lq // 2, :] = False  # a fully-masked row
+        if Lk > 1:
+            keep[:, :, :, Lk // 3] = False  # a key no query may see
+        if case.mask == "bool":
+            inputs["mask"] = keep
+        else:
+            bias = randn(B, 1, Lq, Lk) * 0.5
+            inputs["mask"] = bias.masked_fill(~keep, -math.inf)
+    return inputs
+
+
+def _kwargs(case: AttentionCase, mask):
+    return dict(scale=case.resolved_scale, causal=case.causal, window=case.window, alignment=case.alignment,
+                mask=mask, softcap=case.softcap)
+
+
+def _visible(case: AttentionCase, mask) -> torch.Tensor:
+    """Bool [B, Hq, Lq, Lk]."""
+    vis = visibility(case.len_q, case.len_k, causal=case.causal, window=case.window, alignment=case.alignment, mask=mask)
+    return vis.expand(case.batch, case.heads_q, case.len_q, case.len_k)
+
+
+@functools.lru_cache(maxsize=4096)
+def case_features(case: AttentionCase) -> frozenset[str]:
+    vis = _visible(case, make_inputs(case)["mask"])
+    features = {f"alignment:{case.alignment}", f"head_dim:{case.head_dim}"}
+    for name, on in (("causal", case.causal), (f"causal:{case.alignment}", case.causal), ("window", case.window is not None), ("mask:bool", case.mask == "bool"),
+                     ("mask:additive", case.mask == "additive"), ("softcap", case.softcap is not None),
+                     ("custom_scale", case.scale is not None), ("gqa", case.heads_q != case.heads_kv),
+                     ("dk!=dv", case.head_dim != case.head_dim_v), ("lq!=lk", case.len_q != case.len_k),
+                     ("lq>lk", case.len_q > case.len_k), ("decode", case.len_q == 1),
+                     ("fully_masked_rows", not bool(vis.any(-1).all()))):
+        if on:
+            features.add(name)
+    return frozenset(features)
+
+
+# ---------------------------------------------------------------------------- oracle
+
+@dataclass
+class AttentionOracle:
+    inputs: dict  # float64, see make_inputs
+    out: torch.Tensor  # [B, Hq, Lq, Dv] float64
+    grads: dict  # dq, dk, dv in float64
+    base_out: torch.Tensor  # the plain reference in the case dtype
+    base_grads: dict
+    fully_masked_rows: torch.Tensor  # bool [B, Hq, Lq, 1]
+    unseen_keys: torch.Tensor  # bool [B, Hkv, Lk, 1]: no query of the kv head's group sees the key
+    expanded_inputs: dict  # k, v sharing one slice along a stride-0 dim (LAYOUT:expanded)
+    expanded_out: torch.Tensor
+    expanded_base_out: torch.Tensor
+
+
+def _reference_with_grads(case, inputs, dtype):
+    leaves = {n: inputs[n].to(dtype, copy=True).requires_grad_() for n in ("q", "k", "v")}
+    mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
+    out, _ = attention(leaves["q"], leaves["k"], leaves["v"], **_kwargs(case, mask))
+    out.backward(inputs["dout"].to(dtype))
+    return out.detach(), {f"d{n}": t.grad for n, t in leaves.items()}
+
+
+def _expand_dim(case: AttentionCase) -> int:
+    return 0 if case.batch > 1 else 1 if case.heads_kv > 1 else 2
+
+
+def _expanded(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Same shape as x, every slice along ``dim`` equal to the first, with stride 0 there."""
+    return x.narrow(dim, 0, 1).expand(x.shape)
+
+
+def oracle(case: AttentionCase) -> AttentionOracle:
+    inputs = make_inputs(case)
+    dtype = TORCH_DTYPES[case.dtype]
+    out, grads = _reference_with_grads(case, inputs, torch.float64)
+    base_out, base_grads = _reference_with_grads(case, inputs, dtype)
+    vis = _visible(case, inputs["mask"])
+    group = case.heads_q // case.heads_kv
+    seen = vis.any(dim=2).reshape(case.batch, case.heads_kv, group, case.len_k).any(dim=2)
+    dim = _expand_dim(case)
+    expanded = dict(inputs, k=_expanded(inputs["k"], dim).contiguous(), v=_expanded(inputs["v"], dim).contiguous())
+    mask = inputs["mask"]
+    expanded_out, _ = attention(expanded["q"], expanded["k"], expanded["v"], **_kwargs(case, mask))
+    low_mask = mask if mask is None or mask.dtype == torch.bool else mask.to(dtype)
+    expanded_base, _ = attention(expanded["q"].to(dtype), expanded["k"].to(dtype), expanded["v"].to(dtype), **_kwargs(case, low_mask))
+    return AttentionOracle(inputs, out, grads, base_out, base_grads, ~vis.any(-1, keepdim=True), ~seen[..., None],
+                           expanded, expanded_out, expanded_base)
+
+
+# ---------------------------------------------------------------------------- checks
+
+def checks_for(case: AttentionCase) -> list[CheckSpec]:
+    specs = [CheckSpec("OUT", "out"), CheckSpec("FIN", "out"), CheckSpec("FIN", "grads", True)]
+    specs += [CheckSpec("GRAD", t, True) for t in ("dq", "dk", "dv")]
+    specs += [CheckSpec("LAYOUT", "strided"), CheckSpec("LAYOUT", "expanded")]
+    features = case_features(case)
+    if "fully_masked_rows" in features:
+        specs += [CheckSpec("ZERO", "out"), CheckSpec("ZERO", "dq", True)]
+    if _has_unseen_keys(case):
+        specs += [CheckSpec("ZERO", "dk", True), CheckSpec("ZERO", "dv", True), CheckSpec("INV", "poison")]
+    return specs
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_unseen_keys(case: AttentionCase) -> bool:
+    vis = _visible(case, make_inputs(case)["mask"])
+    group = case.heads_q // case.heads_kv
+    seen = vis.any(dim=2).reshape(case.batch, case.heads_kv, group, case.len_k).any(dim=2)
+    return not bool(seen.all())
+
+
+def _strided(x: torch.Tensor) -> torch.Tensor:
+    """Same values as x [B, H, L, D], stored as [B, L, H, D + 3] and viewed back: no unit strides but the last."""
+    B, H, L, D = x.shape
+    buffer = torch.zeros(B, L, H, D + 3, dtype=x.dtype, device=x.device)
+    view = buffer.transpose(1, 2)[..., :D]
+    view.copy_(x)
+    return view
+
+
+def _poisoned(x: torch.Tensor, unseen: torch.Tensor, value: float) -> torch.Tensor:
+    return x.masked_fill(unseen, value)
+
+
+class _Family:
+    name = "attention"
+    positional = ("q", "k", "v")
+    keywords = ("scale", "causal", "window", "alignment", "mask", "softcap")
+    case_type = AttentionCase
+    contract = __doc__
+
+    case_from_id = staticmethod(case_from_id)
+    case_features = staticmethod(case_features)
+    checks_for = staticmethod(checks_for)
+    oracle = staticmethod(oracle)
+
+    def signature_problem(self, fn) -> str:
+        return signature_problem(fn, self.positional, self.keywords)
+
+    def run(self, case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
+        """Run ``fn`` as the wanted checks need and compare each result with the oracle."""
+        dtype = TORCH_DTYPES[case.dtype]
+        inputs = oracle.inputs
+        results: dict[str, Comparison] = {}
+
+        def on_device(x):
+            if x is None:
+                return None
+            return x.to(device=device, dtype=dtype if x.dtype.is_floating_point else x.dtype, copy=True)
+
+        def call(q, k, v):
+            out = fn(q, k, v, **_kwargs(case, on_device(inputs["mask"])))
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
+            return out
+
+        def guarded(specs, body):
+            wanted_here = [s for s in specs if s in wanted]
+            if not wanted_here:
+                return
+            try:
+                body(wanted_here)
+            except Exception as exc:  # the variant's failure is a result, not a crash
+                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+                for spec in wanted_here:
+                    results.setdefault(spec.key, Comparison(spec.check, spec.target, ERROR, detail=message))
+
+        def base_run(specs):
+            need_grad = any(s.backward for s in specs)
+            leaves = {n: on_device(inputs[n]).requires_grad_(need_grad) for n in ("q", "k", "v")}
+            out = call(leaves["q"], leaves["k"], leaves["v"])
+            grads = {}
+            if need_grad:
+                out.backward(on_device(inputs["dout"]))
+                grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
+            out = out.detach().cpu()
+            for spec in specs:
+                if spec.key == "OUT:out":
+                    result = compare("OUT", "out", out, oracle.out, oracle.base_out, dtype)
+                elif spec.key == "FIN:out":
+                    result = all_finite("FIN", "out", {"out": out})
+                elif spec.key == "FIN:grads":
+                    result = all_finite("FIN", "grads", grads)
+                elif spec.check == "GRAD":
+                    result = compare("GRAD", spec.target, grads[spec.target], oracle.grads[spec.target], oracle.base_grads[spec.target], dtype)
+                elif spec.key == "ZERO:out":
+                    result = exact_zero("ZERO", "out", out, oracle.fully_masked_rows)
+                elif spec.key == "ZERO:dq":
+                    result = exact_zero("ZERO", "dq", grads["dq"], oracle.fully_masked_rows)
+                else:  # ZERO:dk, ZERO:dv
+                    result = exact_zero("ZERO", spec.target, grads[spec.target], oracle.unseen_keys)
+                results[spec.key] = result
+
+        def invariance_run(specs):
+            for spec in specs:
+                k = _poisoned(on_device(inputs["k"]), oracle.unseen_keys.to(device), POISON_KEY)
+                v = _poisoned(on_device(inputs["v"]), oracle.unseen_keys.to(device), POISON_VALUE)
+                out = call(on_device(inputs["q"]), k, v).detach().cpu()
+                results[spec.key] = compare("INV", spec.target, out, oracle.out, oracle.base_out, dtype)
+
+        def layout_run(specs):
+            for spec in specs:
+                if spec.target == "strided":
+                    q, k, v = (_strided(on_device(inputs[n])) for n in ("q", "k", "v"))
+                    expected, baseline = oracle.out, oracle.base_out
+                else:
+                    dim = _expand_dim(case)
+                    q = on_device(inputs["q"])
+                    k, v = (_expanded(on_device(inputs[n]), dim) for n in ("k", "v"))
+                    expected, baseline = oracle.expanded_out, oracle.expanded_base_out
+                out = call(q, k, v).detach().cpu()
+                results[spec.key] = compare("LAYOUT", spec.target, out, expected, baseline, dtype)
+
+        base_specs = [s for s in wanted if s.check in ("OUT", "FIN", "GRAD", "ZERO")]
+        guarded(base_specs, base_run)
+        for spec in wanted:
+            if spec.check == "INV":
+                guarded([spec], invariance_run)
+            elif spec.check == "LAYOUT":
+                guarded([spec], layout_run)
+        return results
+
+
+FAMILY = _Family()

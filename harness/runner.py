@@ -1,0 +1,79 @@
+"""case -> oracle -> variant -> checks -> records.
+
+``OracleCache`` computes each case's oracle once and shares it between every
+variant of the case; ``evaluate`` runs one variant on one case and returns its
+records, with limitations turned into ``unsupported`` rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from harness.families import get_family
+from harness.records import Record
+from harness.registry import Variant
+from harness.tolerance import UNSUPPORTED
+
+
+class OracleCache:
+    """Oracle results by case id; bounded so a long session does not grow without end."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+        self.computed = 0  # how many oracles were actually run
+
+    def get(self, case):
+        key = (case.family, case.id)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = get_family(case.family).oracle(case)
+        self.computed += 1
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return value
+
+
+def reproduce_command(case, variant: Variant) -> str:
+    extra = f" --variants-from {variant.source}" if variant.source and "/harness/variants/" not in variant.source else ""
+    return f"attn-oracle run --family {case.family} --variants {variant.name} --case {case.id}{extra}"
+
+
+def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
+    """Every applicable check of ``variant`` on ``case``, one record per check target."""
+    family = get_family(case.family)
+    specs = family.checks_for(case)
+    features = family.case_features(case)
+    common = dict(case_id=case.id, family=case.family, variant=variant.name, dtype=case.dtype,
+                  case=case.describe(), case_params=case.params(), reproduce=reproduce_command(case, variant))
+
+    def unsupported(spec, reason):
+        return Record(check=spec.check, target=spec.target, status=UNSUPPORTED, detail=reason, **common)
+
+    reason = variant.unavailable_reason()
+    whole = variant.limitation_for(features, case.dtype)
+    if reason or whole:
+        return [unsupported(s, reason or whole.reason) for s in specs]
+    records, wanted = [], []
+    for spec in specs:
+        limitation = variant.limitation_for(features, case.dtype, spec.tags)
+        if limitation:
+            records.append(unsupported(spec, limitation.reason))
+        else:
+            wanted.append(spec)
+    if not wanted:
+        return records
+    oracle = oracles.get(case)
+    start = time.perf_counter()
+    comparisons = family.run(case, variant.fn, variant.device, oracle, wanted)
+    seconds = time.perf_counter() - start
+    for spec in wanted:
+        c = comparisons[spec.key]
+        records.append(Record(check=c.check, target=c.target, status=c.status, error=c.error, threshold=c.threshold,
+                              rel_rms=c.rel_rms, rel_rms_threshold=c.rel_rms_threshold, margin=c.margin,
+                              worst_index=str(c.worst_index) if c.worst_index is not None else "",
+                              detail=c.detail, seconds=seconds, **common))
+    return records

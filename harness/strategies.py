@@ -1,0 +1,49 @@
+"""Hypothesis strategies for cases, and the project's Hypothesis profiles.
+
+Strategies draw from small values first, so a failure shrinks toward the smallest
+shape and the plainest masking that still fails.
+
+Profiles: ``ci`` extends Hypothesis's own ``ci`` profile (loaded whenever ``CI`` is
+set) with a small, derandomised example budget; ``dev`` is the default elsewhere;
+``fuzz`` is for long sessions. ``HYPOTHESIS_PROFILE`` picks one explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from harness.families.attention import AttentionCase
+
+
+def register_profiles() -> str:
+    """Register the profiles and load the one this environment asks for; return its name."""
+    settings.register_profile("ci", parent=settings.get_profile("ci"), max_examples=15, derandomize=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("fuzz", max_examples=100_000, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    name = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+    settings.load_profile(name)
+    return name
+
+
+@st.composite
+def attention_cases(draw, dtypes=("float32", "bfloat16", "float16"), max_len: int = 80) -> AttentionCase:
+    heads_kv = draw(st.integers(1, 3))
+    group = draw(st.sampled_from([1, 2, 3, 4]))
+    len_q = draw(st.integers(1, max_len))
+    len_k = draw(st.integers(1, max_len))
+    head_dim = draw(st.sampled_from([16, 8, 64, 100]))
+    head_dim_v = draw(st.sampled_from([head_dim, 16, 24]))
+    causal = draw(st.booleans())
+    window = draw(st.none() | st.tuples(st.none() | st.integers(0, max_len), st.none() | st.integers(0, max_len)))
+    return AttentionCase(
+        batch=draw(st.integers(1, 2)), heads_q=heads_kv * group, heads_kv=heads_kv, len_q=len_q, len_k=len_k,
+        head_dim=head_dim, head_dim_v=head_dim_v, dtype=draw(st.sampled_from(dtypes)), causal=causal,
+        alignment=draw(st.sampled_from(["bottom_right", "top_left"])), window=window,
+        mask=draw(st.sampled_from(["none", "bool", "additive"])),
+        softcap=draw(st.none() | st.sampled_from([2.5, 30.0])), seed=draw(st.integers(0, 2**16)),
+    )

@@ -1,0 +1,142 @@
+"""The tolerance policy: one table, one rule, one place.
+
+For a variant run in dtype ``d`` and a float64 oracle::
+
+    err(variant, oracle64) <= k[check] * err(baseline_d, oracle64) + floor(d)
+
+``baseline_d`` is the plain reference run in dtype ``d`` (the same-precision baseline
+flash-attention's tests use): a variant may be ``k`` times less accurate than the naive
+computation in its own dtype, never more. The rule is applied to two figures, both
+of which must hold:
+
+* max-abs error, with ``floor(d) = floor_ulps * eps(d) * max(|oracle|, 1)``;
+* relative RMS error ``||x - ref||_2 / ||ref||_2``, with ``floor(d) = floor_ulps * eps(d)``.
+
+A value that is not finite fails, whatever the figures. Exact checks (``exact_zero``)
+compare with ``==`` and have no tolerance at all.
+
+The margin ``1 - max(err / threshold)`` is 1 for a perfect match, 0 at the limit and
+negative for a failure, so a report can show how close a pass came.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+PASS, FAIL, ERROR, UNSUPPORTED = "pass", "fail", "error", "unsupported"
+
+
+@dataclass(frozen=True)
+class Rule:
+    k: float  # allowed multiple of the same-dtype baseline's error
+    floor_ulps: float  # floor, in units of the dtype's machine epsilon
+
+
+# The one table. Gradients go through two more matmuls and a softmax Jacobian, so
+# they get more room than outputs.
+POLICY: dict[str, Rule] = {
+    "OUT": Rule(k=2.0, floor_ulps=4.0),
+    "INV": Rule(k=2.0, floor_ulps=4.0),
+    "LAYOUT": Rule(k=2.0, floor_ulps=4.0),
+    "GRAD": Rule(k=3.0, floor_ulps=8.0),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Error figures of one check on one tensor; the runner adds who and what."""
+
+    check: str
+    target: str
+    status: str
+    error: float = math.nan  # max-abs error (exact checks: max |x| where 0 is required)
+    threshold: float = math.nan
+    rel_rms: float = math.nan
+    rel_rms_threshold: float = math.nan
+    margin: float = math.nan  # NaN for exact checks
+    worst_index: tuple[int, ...] | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Errors:
+    max_abs: float
+    rel_rms: float
+    worst_index: tuple[int, ...]
+
+
+def measure(actual: torch.Tensor, expected: torch.Tensor) -> Errors:
+    """Max-abs and relative RMS error of ``actual`` against ``expected``, in float64."""
+    diff = (actual.detach().to(torch.float64) - expected.detach().to(torch.float64)).abs()
+    if diff.numel() == 0:
+        return Errors(0.0, 0.0, ())
+    flat = int(diff.argmax())
+    worst = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
+    ref_norm = float(expected.detach().to(torch.float64).norm())
+    rms = float(diff.norm())
+    rel = rms / ref_norm if ref_norm > 0 else rms / math.sqrt(diff.numel())
+    return Errors(float(diff.max()), rel, worst)
+
+
+def _first_nonfinite(x: torch.Tensor) -> tuple[int, tuple[int, ...]]:
+    bad = ~torch.isfinite(x.detach())
+    count = int(bad.sum())
+    index = tuple(int(i) for i in bad.nonzero()[0]) if count else ()
+    return count, index
+
+
+def compare(
+    check: str,
+    target: str,
+    actual: torch.Tensor,
+    oracle: torch.Tensor,
+    baseline: torch.Tensor,
+    dtype: torch.dtype,
+) -> Comparison:
+    """Apply the policy of ``check`` to a variant's tensor; see the module docstring."""
+    if actual.shape != oracle.shape:
+        return Comparison(check, target, FAIL, detail=f"shape {tuple(actual.shape)} != expected {tuple(oracle.shape)}")
+    count, index = _first_nonfinite(actual)
+    if count:
+        return Comparison(check, target, FAIL, error=math.inf, worst_index=index, margin=-math.inf,
+                          detail=f"{count} non-finite value(s); first at index {index}")
+    if _first_nonfinite(baseline)[0]:
+        return Comparison(check, target, ERROR, detail=f"the {dtype} baseline is not finite: the case is outside the dtype's range")
+    rule = POLICY[check]
+    eps = torch.finfo(dtype).eps
+    got, base = measure(actual, oracle), measure(baseline, oracle)
+    scale = max(float(oracle.detach().abs().max()) if oracle.numel() else 0.0, 1.0)
+    threshold = rule.k * base.max_abs + rule.floor_ulps * eps * scale
+    rel_threshold = rule.k * base.rel_rms + rule.floor_ulps * eps
+    margin = 1.0 - max(got.max_abs / threshold, got.rel_rms / rel_threshold)
+    return Comparison(
+        check, target, PASS if margin >= 0 else FAIL,
+        error=got.max_abs, threshold=threshold, rel_rms=got.rel_rms, rel_rms_threshold=rel_threshold,
+        margin=margin, worst_index=got.worst_index,
+    )
+
+
+def exact_zero(check: str, target: str, actual: torch.Tensor, must_be_zero: torch.Tensor) -> Comparison:
+    """Exact: every element of ``actual`` where ``must_be_zero`` is True equals 0 (``==``)."""
+    selected = actual.detach()[must_be_zero.expand_as(actual)]
+    nonzero = selected != 0  # NaN != 0 is True, so NaN fails too
+    if not bool(nonzero.any()):
+        return Comparison(check, target, PASS, error=0.0, threshold=0.0, detail=f"{selected.numel()} element(s) exactly 0")
+    where = (actual.detach() != 0) & must_be_zero.expand_as(actual)
+    index = tuple(int(i) for i in where.nonzero()[0])
+    worst = float(selected[nonzero].abs().max())
+    return Comparison(check, target, FAIL, error=worst, threshold=0.0, worst_index=index,
+                      detail=f"{int(nonzero.sum())} of {selected.numel()} element(s) that must be exactly 0 are not; first at index {index}")
+
+
+def all_finite(check: str, target: str, tensors: dict[str, torch.Tensor]) -> Comparison:
+    """Exact: no NaN or Inf in any of ``tensors``."""
+    for name, x in tensors.items():
+        count, index = _first_nonfinite(x)
+        if count:
+            return Comparison(check, target, FAIL, error=float(count), threshold=0.0, worst_index=index,
+                              detail=f"{name}: {count} non-finite value(s); first at index {index}")
+    return Comparison(check, target, PASS, error=0.0, threshold=0.0, detail=f"{', '.join(tensors)} finite")

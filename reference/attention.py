@@ -1,0 +1,110 @@
+r"""Softmax attention, written to be checked by eye against its equation.
+
+For batch b, query head h, query row i and key column j::
+
+    s[i, j]  = scale * <q[b, h, i], k[b, g(h), j]>
+    s[i, j]  = softcap * tanh(s[i, j] / softcap)           (if softcap)
+    s[i, j] += additive_mask[i, j]                         (if the mask is a float tensor)
+    s[i, j]  = -inf   where not visible(i, j)
+    p[i, :]  = softmax(s[i, :]),   out[i] = sum_j p[i, j] * v[b, g(h), j]
+    lse[i]   = log(sum_j exp(s[i, j]))
+
+Conventions
+-----------
+* Shapes: q ``[B, Hq, Lq, D]``, k ``[B, Hkv, Lk, D]``, v ``[B, Hkv, Lk, Dv]``;
+  out ``[B, Hq, Lq, Dv]``, lse ``[B, Hq, Lq]`` (natural log).
+* Grouped-query mapping: Hq must be a multiple of Hkv, and query head ``h`` reads
+  kv head ``g(h) = h // (Hq // Hkv)``: consecutive query heads share a kv head
+  (the convention of torch SDPA's ``enable_gqa`` and of flash-attention).
+* Alignment of the causal diagonal: query row ``i`` sits at key position
+  ``d(i) = i + offset`` with ``offset = Lk - Lq`` for ``"bottom_right"`` (flash-
+  attention's convention: the last query is aligned with the last key, as decode
+  and chunked prefill need) and ``offset = 0`` for ``"top_left"`` (what torch SDPA's
+  ``is_causal=True`` does when Lq != Lk).
+* Visibility: ``j <= d(i)`` if causal; ``j >= d(i) - left`` and ``j <= d(i) + right``
+  for a sliding window ``(left, right)`` where ``None`` means unbounded; and
+  ``mask[..., i, j]`` if a boolean mask is given (True = may attend). All must hold.
+* A float mask is added to the scores; ``-inf`` entries hide a key like ``False``
+  in a boolean mask does. Masks broadcast to ``[B, Hq, Lq, Lk]``.
+* A fully-masked row (no visible key) has output exactly 0 and lse ``-inf``;
+  its gradients are exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+ALIGNMENTS = ("bottom_right", "top_left")
+
+
+def visibility(
+    len_q: int,
+    len_k: int,
+    *,
+    causal: bool = False,
+    window: tuple[int | None, int | None] | None = None,
+    alignment: str = "bottom_right",
+    mask: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Boolean ``[..., Lq, Lk]`` tensor: True where query i may attend to key j.
+
+    A float ``mask`` contributes its ``-inf`` entries; a boolean one contributes itself.
+    """
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+    offset = len_k - len_q if alignment == "bottom_right" else 0
+    i = torch.arange(len_q, device=device)[:, None]
+    j = torch.arange(len_k, device=device)[None, :]
+    diagonal = i + offset
+    visible = torch.ones(len_q, len_k, dtype=torch.bool, device=device)
+    if causal:
+        visible &= j <= diagonal
+    left, right = window if window is not None else (None, None)
+    if left is not None:
+        visible &= j >= diagonal - left
+    if right is not None:
+        visible &= j <= diagonal + right
+    if mask is not None:
+        visible = visible & (mask if mask.dtype == torch.bool else mask != -math.inf)
+    return visible
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float | None = None,
+    causal: bool = False,
+    window: tuple[int | None, int | None] | None = None,
+    alignment: str = "bottom_right",
+    mask: torch.Tensor | None = None,
+    softcap: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(out [B, Hq, Lq, Dv], lse [B, Hq, Lq])``; see the module docstring."""
+    batch, heads_q, len_q, dim = q.shape
+    heads_kv, len_k = k.shape[1], k.shape[2]
+    if heads_q % heads_kv:
+        raise ValueError(f"Hq={heads_q} is not a multiple of Hkv={heads_kv}")
+    group = heads_q // heads_kv
+    k = k.repeat_interleave(group, dim=1)  # [B, Hq, Lk, D]: query head h reads kv head h // group
+    v = v.repeat_interleave(group, dim=1)  # [B, Hq, Lk, Dv]
+    scale = 1.0 / math.sqrt(dim) if scale is None else scale
+
+    s = scale * (q @ k.transpose(-1, -2))  # [B, Hq, Lq, Lk]
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
+    if mask is not None and mask.dtype != torch.bool:
+        s = s + mask
+    visible = visibility(len_q, len_k, causal=causal, window=window, alignment=alignment, mask=mask, device=q.device)
+    s = s.masked_fill(~visible, -math.inf)
+
+    # A fully-masked row is given scores of 0 for the log-sum-exp only, so that no
+    # -inf - -inf (NaN) appears in the forward or the backward; its p is exp(-inf) = 0.
+    row_has_key = visible.any(dim=-1, keepdim=True)
+    lse = torch.logsumexp(s.masked_fill(~row_has_key, 0.0), dim=-1, keepdim=True)
+    p = torch.exp(s - lse)
+    return p @ v, lse.squeeze(-1).masked_fill(~row_has_key.squeeze(-1), -math.inf)
