@@ -117,9 +117,12 @@ def _probe(v: Variant) -> str:
 
         if not torch.cuda.is_available():
             return "needs a CUDA GPU; torch.cuda.is_available() is False here"
+    from harness.native_io import native_stderr_silenced
+
     for module in v.requires:
         try:
-            importlib.import_module(module)
+            with native_stderr_silenced():  # optional libraries log native warnings on import
+                importlib.import_module(module)
         except Exception as exc:  # an optional dependency may fail in many ways
             top = module.split(".")[0]
             return f"cannot import {module} ({type(exc).__name__}: {exc}); install the extra that provides {top}"
@@ -128,6 +131,7 @@ def _probe(v: Variant) -> str:
 
 _REGISTRY: dict[tuple[str, str], Variant] = {}
 _BUILTINS_LOADED = False
+_LOADED_FILES: dict[Path, list[Variant]] = {}
 
 
 def register(v: Variant) -> Variant:
@@ -188,6 +192,8 @@ def load_file(path: str | Path) -> list[Variant]:
     path = Path(path)
     if not path.is_file():
         raise VariantError(f"variants file {path}: no such file")
+    if path.resolve() in _LOADED_FILES:  # loading twice in one process is a no-op
+        return _LOADED_FILES[path.resolve()]
     load_builtin()
     before = set(_REGISTRY)
     module_name = f"attn_oracle_user_variants_{abs(hash(str(path.resolve())))}"
@@ -208,6 +214,7 @@ def load_file(path: str | Path) -> list[Variant]:
     added = [_REGISTRY[key] for key in _REGISTRY if key not in before]
     if not added:
         raise VariantError(f"variants file {path}: it registered no variant (use @harness.registry.variant)")
+    _LOADED_FILES[path.resolve()] = added
     return added
 
 

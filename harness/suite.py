@@ -29,7 +29,9 @@ def suite_items(families=None, variant_names=None, case_ids=None) -> list[SuiteI
     for family_name in families or family_names():
         family = get_family(family_name)
         cases = [family.case_from_id(c) for c in case_ids] if case_ids else catalogue(family_name)
-        for variant in variants(family_name, variant_names):
+        for variant in variants(family_name):
+            if variant_names and variant.name not in variant_names:
+                continue
             for case in cases:
                 checks = dict.fromkeys(spec.check for spec in family.checks_for(case))
                 items.extend(SuiteItem(variant, case, check) for check in checks)

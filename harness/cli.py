@@ -1,0 +1,214 @@
+"""The ``attn-oracle`` command line.
+
+  attn-oracle run      the equivalence suite on the default variant set -> report
+  attn-oracle list     families, variants, whether each runs here, limitations
+  attn-oracle report   re-render a report from saved records
+
+Bad arguments get one line on stderr and exit status 2; a failing check gives 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+DEFAULT_OUT = "reports/latest"
+
+
+class UsageProblem(Exception):
+    pass
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [part for value in values for part in value.split(",") if part]
+
+
+def _load_variant_files(paths: list[str]) -> None:
+    from harness.registry import load_file
+
+    for path in paths:
+        load_file(path)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # N workers on N cores: one thread each, not N x N
+
+
+def _run_chunk(variant_files: list[str], families, variant_names, case_ids, results_dir: str) -> int:
+    """Worker body: evaluate some cases for every chosen variant; records go to results_dir."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    _load_variant_files(variant_files)
+    from harness.session import EquivalenceSession
+    from harness.suite import suite_items
+
+    session = EquivalenceSession(results_dir)
+    done = set()
+    for item in suite_items(families, variant_names, case_ids):
+        if (item.variant.name, item.case.id) not in done:
+            session.records(item.case, item.variant)
+            done.add((item.variant.name, item.case.id))
+    return len(case_ids or [])
+
+
+def cmd_run(args) -> int:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from harness.families import family_names, get_family
+    from harness.registry import variants
+
+    _load_variant_files(args.variants_from)
+    families = _split(args.family) or family_names()
+    for name in families:
+        get_family(name)
+    variant_names = _split(args.variants)
+    chosen = [v for f in families for v in variants(f, None)]
+    if variant_names:
+        known = {v.name for v in chosen}
+        unknown = [n for n in variant_names if n not in known]
+        if unknown:
+            raise UsageProblem(f"unknown variant(s) {', '.join(unknown)} for families {', '.join(families)}; "
+                               f"known: {', '.join(sorted(known))}")
+    from cases import catalogue
+
+    if args.case:
+        if len(families) != 1:
+            raise UsageProblem("--case needs exactly one --family")
+        case_ids = [get_family(families[0]).case_from_id(c).id for c in args.case]
+    else:
+        case_ids = None
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("records-*.jsonl"):
+        old.unlink()
+    jobs = []  # (family, [case ids]) chunks, one case per job so progress is visible
+    for family in families:
+        ids = case_ids or [c.id for c in catalogue(family)]
+        jobs.extend(([family], [i]) for i in ids)
+    start = time.perf_counter()
+    _progress(0, len(jobs), start)
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+            futures = [pool.submit(_run_chunk, args.variants_from, fam, variant_names, ids, str(out)) for fam, ids in jobs]
+            for n, future in enumerate(as_completed(futures), 1):
+                future.result()
+                _progress(n, len(jobs), start)
+    else:
+        for n, (fam, ids) in enumerate(jobs, 1):
+            _run_chunk([], fam, variant_names, ids, str(out))
+            _progress(n, len(jobs), start)
+    sys.stderr.write("\n")
+    from harness import records
+    from harness.report import write_outputs
+
+    frame = records.load(out)
+    paths = write_outputs(out, command="attn-oracle " + " ".join(shlex.quote(a) for a in args.argv), frame=frame)
+    counts = frame["status"].value_counts().to_dict()
+    print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "error", "unsupported"))
+          + f" ({len(frame)} records, {frame['case_id'].nunique()} cases, {frame['variant'].nunique()} variants,"
+          f" {time.perf_counter() - start:.1f} s)")
+    for label, path in paths.items():
+        print(f"{label}: {path}")
+    return 1 if counts.get("fail", 0) or counts.get("error", 0) else 0
+
+
+def _progress(done: int, total: int, start: float) -> None:
+    if not sys.stderr.isatty() and done not in (0, total) and done % 10:
+        return
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} cases {time.perf_counter() - start:.0f}s")
+    sys.stderr.flush()
+
+
+def cmd_list(args) -> int:
+    from harness.families import family_names, get_family
+    from harness.registry import variants
+
+    _load_variant_files(args.variants_from)
+    for family in _split(args.family) or family_names():
+        get_family(family)
+        print(f"{family}")
+        for v in variants(family):
+            reason = v.unavailable_reason()
+            print(f"  {v.name:<32} {'available' if not reason else 'unavailable: ' + reason}")
+            print(f"  {'':<32} {v.description}  [{v.device}; {', '.join(v.dtypes)}]")
+            for lim in v.limitations:
+                print(f"  {'':<32} - {lim.reason} ({lim.describe()})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness import records
+    from harness.report import write_outputs
+
+    source = Path(args.results)
+    frame = records.load(source)
+    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_outputs(out, command="attn-oracle " + " ".join(shlex.quote(a) for a in args.argv), frame=frame)
+    for label, path in paths.items():
+        print(f"{label}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attn-oracle", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the equivalence suite and write the report")
+    run.add_argument("--family", action="append", help="families to run (repeatable or comma-separated; default all)")
+    run.add_argument("--variants", action="append", help="variant names (repeatable or comma-separated; default all)")
+    run.add_argument("--variants-from", action="append", default=[], metavar="PATH", help="load variants from a file")
+    run.add_argument("--case", action="append", help="run only this case id (repeatable); needs one --family")
+    run.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="families, variants, availability and limitations")
+    lst.add_argument("--family", action="append")
+    lst.add_argument("--variants-from", action="append", default=[], metavar="PATH")
+    lst.set_defaults(func=cmd_list)
+
+    rep = sub.add_parser("report", help="re-render a report from saved records (a run folder or results.csv)")
+    rep.add_argument("results")
+    rep.add_argument("--out", help="output folder (default: beside the results)")
+    rep.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if getattr(args, "workers", 1) < 1:
+        return _usage("--workers must be at least 1")
+    try:
+        return args.func(args)
+    except UsageProblem as exc:
+        return _usage(str(exc))
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        from harness.registry import VariantError  # noqa: F401  (a ValueError too)
+
+        return _usage(exc.args[0] if exc.args else str(exc))
+
+
+def _usage(message: str) -> int:
+    print(f"attn-oracle: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
