@@ -9,7 +9,11 @@ flash-attention's tests use): a variant may be ``k`` times less accurate than th
 computation in its own dtype, never more. The rule is applied to two figures, both
 of which must hold:
 
-* max-abs error, with ``floor(d) = floor_ulps * eps(d) * max(|oracle|, 1)``;
+* max-abs error, with ``floor(d) = floor_ulps * eps(d) * max(magnitude, 1)``, where
+  magnitude is ``max |oracle|`` unless the family gives the scale of the computation
+  (gradients: the largest oracle gradient of the case, because a gradient that is 0
+  by cancellation, like dk with a single key, still carries the rounding of the
+  intermediates it was computed from, while a same-dtype baseline may cancel exactly);
 * relative RMS error ``||x - ref||_2 / ||ref||_2``, with ``floor(d) = floor_ulps * eps(d)``.
 
 A value that is not finite fails, whatever the figures. Exact checks (``exact_zero``)
@@ -95,6 +99,7 @@ def compare(
     oracle: torch.Tensor,
     baseline: torch.Tensor,
     dtype: torch.dtype,
+    magnitude: float | None = None,
 ) -> Comparison:
     """Apply the policy of ``check`` to a variant's tensor; see the module docstring."""
     if actual.shape != oracle.shape:
@@ -108,7 +113,9 @@ def compare(
     rule = POLICY[check]
     eps = torch.finfo(dtype).eps
     got, base = measure(actual, oracle), measure(baseline, oracle)
-    scale = max(float(oracle.detach().abs().max()) if oracle.numel() else 0.0, 1.0)
+    if magnitude is None:
+        magnitude = float(oracle.detach().abs().max()) if oracle.numel() else 0.0
+    scale = max(magnitude, 1.0)
     threshold = rule.k * base.max_abs + rule.floor_ulps * eps * scale
     rel_threshold = rule.k * base.rel_rms + rule.floor_ulps * eps
     margin = 1.0 - max(got.max_abs / threshold, got.rel_rms / rel_threshold)

@@ -221,6 +221,11 @@ class AttentionOracle:
     expanded_out: torch.Tensor
     expanded_base_out: torch.Tensor
 
+    @property
+    def grad_magnitude(self) -> float:
+        """Scale of the backward computation: the largest |gradient| of q, k or v."""
+        return max(float(g.abs().max()) for g in self.grads.values())
+
 
 def _reference_with_grads(case, inputs, dtype):
     leaves = {n: inputs[n].to(dtype, copy=True).requires_grad_() for n in ("q", "k", "v")}
@@ -352,7 +357,8 @@ class _Family:
                 elif spec.key == "FIN:grads":
                     result = all_finite("FIN", "grads", grads)
                 elif spec.check == "GRAD":
-                    result = compare("GRAD", spec.target, grads[spec.target], oracle.grads[spec.target], oracle.base_grads[spec.target], dtype)
+                    result = compare("GRAD", spec.target, grads[spec.target], oracle.grads[spec.target],
+                                     oracle.base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude)
                 elif spec.key == "ZERO:out":
                     result = exact_zero("ZERO", "out", out, oracle.fully_masked_rows)
                 elif spec.key == "ZERO:dq":
