@@ -44,4 +44,8 @@ GRID = [
 PINNED: list[AttentionCase] = [
     # A custom scale and a window wider than the keys on a GQA decode step.
     AttentionCase(1, 8, 2, 1, 70, 64, 64, dtype="float32", window=(100, 0), scale=0.3, seed=1000),
+    # Three kv heads, four query heads each, with a per-row mask.
+    AttentionCase(2, 12, 3, 33, 65, 64, 64, dtype="bfloat16", causal=True, mask="bool", seed=1001),
+    # A long decode step over three distinct kv heads.
+    AttentionCase(1, 3, 3, 1, 200, 100, 100, dtype="float16", causal=True, seed=1002),
 ]

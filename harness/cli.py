@@ -25,6 +25,15 @@ class UsageProblem(Exception):
     pass
 
 
+def _family(name: str):
+    from harness.families import get_family
+
+    try:
+        return get_family(name)
+    except KeyError as exc:
+        raise UsageProblem(exc.args[0]) from None
+
+
 def _split(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
@@ -69,10 +78,13 @@ def cmd_run(args) -> int:
     from harness.families import family_names, get_family
     from harness.registry import variants
 
+    from harness.strategies import register_profiles
+
+    register_profiles()  # so the report names the Hypothesis profile in force
     _load_variant_files(args.variants_from)
     families = _split(args.family) or family_names()
     for name in families:
-        get_family(name)
+        _family(name)
     variant_names = _split(args.variants)
     chosen = [v for f in families for v in variants(f, None)]
     if variant_names:
@@ -86,7 +98,12 @@ def cmd_run(args) -> int:
     if args.case:
         if len(families) != 1:
             raise UsageProblem("--case needs exactly one --family")
-        case_ids = [get_family(families[0]).case_from_id(c).id for c in args.case]
+        case_ids = []
+        for text in args.case:
+            try:
+                case_ids.append(get_family(families[0]).case_from_id(text).id)
+            except ValueError as exc:
+                raise UsageProblem(str(exc)) from None
     else:
         case_ids = None
     out = Path(args.out).resolve()
@@ -139,7 +156,7 @@ def cmd_list(args) -> int:
 
     _load_variant_files(args.variants_from)
     for family in _split(args.family) or family_names():
-        get_family(family)
+        _family(family)
         print(f"{family}")
         for v in variants(family):
             reason = v.unavailable_reason()
@@ -199,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UsageProblem as exc:
         return _usage(str(exc))
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        from harness.registry import VariantError  # noqa: F401  (a ValueError too)
+    except FileNotFoundError as exc:
+        return _usage(str(exc))
+    except Exception as exc:
+        from harness.registry import VariantError
 
-        return _usage(exc.args[0] if exc.args else str(exc))
+        if isinstance(exc, VariantError):
+            return _usage(str(exc))
+        raise
 
 
 def _usage(message: str) -> int:

@@ -61,9 +61,10 @@ def load(source: str | Path) -> pd.DataFrame:
     if not source.exists():
         raise FileNotFoundError(f"no results at {source}")
     if source.suffix == ".csv":
-        frame = pd.read_csv(source, keep_default_na=False, na_values=["nan", "NaN"])
-        if "case_params" in frame:
-            frame["case_params"] = frame["case_params"].map(lambda s: json.loads(s) if s else {})
+        frame = pd.read_csv(source)
+        text_columns = [name for name, f in Record.__dataclass_fields__.items() if f.type == "str"]
+        frame[text_columns] = frame[text_columns].fillna("").astype(str)
+        frame["case_params"] = frame["case_params"].map(lambda s: json.loads(s) if s else {})
         return frame
     files = [source] if source.is_file() else sorted(source.glob("records-*.jsonl"))
     rows = []
