@@ -10,7 +10,6 @@ Bad arguments get one line on stderr and exit status 2; a failing check gives 1.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import time
@@ -151,7 +150,7 @@ def _progress(done: int, total: int, start: float) -> None:
 
 
 def cmd_list(args) -> int:
-    from harness.families import family_names, get_family
+    from harness.families import family_names
     from harness.registry import variants
 
     _load_variant_files(args.variants_from)

@@ -32,7 +32,7 @@ class Record:
     margin: float = math.nan
     worst_index: str = ""
     detail: str = ""  # failure detail, or the limitation's reason when unsupported
-    seconds: float = math.nan  # the variant's forward (+ backward) wall time for the case
+    seconds: float = math.nan  # wall time of all the variant's calls for the case (the same on each of its rows)
     case: str = ""  # the case in words
     case_params: dict = field(default_factory=dict)
     reproduce: str = ""  # a command that runs just this case and variant

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -110,9 +109,6 @@ class AttentionCase:
 
     def params(self) -> dict:
         return asdict(self)
-
-
-_ID_TOKEN = re.compile(r"^(b|h|q|k|d|w|m|cap|sc|s)(.*)$")
 
 
 def case_from_id(text: str) -> AttentionCase:
@@ -250,8 +246,7 @@ def oracle(case: AttentionCase) -> AttentionOracle:
     out, grads = _reference_with_grads(case, inputs, torch.float64)
     base_out, base_grads = _reference_with_grads(case, inputs, dtype)
     vis = _visible(case, inputs["mask"])
-    group = case.heads_q // case.heads_kv
-    seen = vis.any(dim=2).reshape(case.batch, case.heads_kv, group, case.len_k).any(dim=2)
+    seen = _seen_keys(case, vis)
     dim = _expand_dim(case)
     expanded = dict(inputs, k=_expanded(inputs["k"], dim).contiguous(), v=_expanded(inputs["v"], dim).contiguous())
     mask = inputs["mask"]
@@ -276,12 +271,15 @@ def checks_for(case: AttentionCase) -> list[CheckSpec]:
     return specs
 
 
+def _seen_keys(case: AttentionCase, vis: torch.Tensor) -> torch.Tensor:
+    """Bool [B, Hkv, Lk]: some query of some query head reading this kv head sees the key."""
+    group = case.heads_q // case.heads_kv
+    return vis.any(dim=2).reshape(case.batch, case.heads_kv, group, case.len_k).any(dim=2)
+
+
 @functools.lru_cache(maxsize=4096)
 def _has_unseen_keys(case: AttentionCase) -> bool:
-    vis = _visible(case, make_inputs(case)["mask"])
-    group = case.heads_q // case.heads_kv
-    seen = vis.any(dim=2).reshape(case.batch, case.heads_kv, group, case.len_k).any(dim=2)
-    return not bool(seen.all())
+    return not bool(_seen_keys(case, _visible(case, make_inputs(case)["mask"])).all())
 
 
 def _strided(x: torch.Tensor) -> torch.Tensor:

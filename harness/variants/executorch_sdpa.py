@@ -11,8 +11,6 @@ import torch
 from harness.native_io import native_stderr_silenced
 from harness.registry import Limitation, variant
 
-# The C++ kernels log 'No temp allocator provided' on every call; the harness judges
-# their results, so their log lines are dropped while they run.
 REQUIRES = ("executorch.extension.llm.custom_ops.custom_ops",)  # importing it registers torch.ops.llama
 LIMITATIONS = [
     Limitation("the op has no autograd formula", checks={"backward"}),
@@ -38,6 +36,8 @@ def _blhd(x: torch.Tensor) -> torch.Tensor:
 def executorch_custom_sdpa(q, k, v, *, scale, causal, window, alignment, mask, softcap):
     """torch.ops.llama.custom_sdpa: ExecuTorch's C++ flash-style SDPA over a K/V prefix."""
     start_pos = k.shape[2] - q.shape[2]
+    # The C++ kernels log 'No temp allocator provided' on every call; their results
+    # are what the harness judges, so the log lines are dropped.
     with native_stderr_silenced():
         out = torch.ops.llama.custom_sdpa(_blhd(q), _blhd(k), _blhd(v), start_pos, None, 0.0, causal, scale)
     return _blhd(out)

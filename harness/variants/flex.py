@@ -5,7 +5,6 @@ On CPU it runs eagerly (unfused, materialising the scores) and has no backward.
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import torch

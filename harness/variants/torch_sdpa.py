@@ -6,7 +6,6 @@ Bottom-right causal alignment, windows and masks reach SDPA as one explicit mask
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
