@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-_CATALOGUES = {"attention": "cases.attention"}
+_CATALOGUES = {"attention": "cases.attention", "documents": "cases.documents"}
 
 
 def catalogue(family: str) -> list:

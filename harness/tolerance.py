@@ -46,6 +46,8 @@ POLICY: dict[str, Rule] = {
     "INV": Rule(k=2.0, floor_ulps=4.0),
     "LAYOUT": Rule(k=2.0, floor_ulps=4.0),
     "GRAD": Rule(k=3.0, floor_ulps=8.0),
+    "PACK": Rule(k=2.0, floor_ulps=4.0),
+    "SPLIT": Rule(k=3.0, floor_ulps=8.0),  # outputs and gradients through a chain of calls
 }
 
 

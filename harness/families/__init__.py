@@ -20,6 +20,7 @@ from dataclasses import dataclass
 # name -> module; imported on first use so that listing families is cheap.
 _MODULES = {
     "attention": "harness.families.attention",
+    "documents": "harness.families.documents",
 }
 
 

@@ -30,23 +30,30 @@ def _score_softcap_bias(score, b, h, q_idx, kv_idx):
     return _ACTIVE.softcap * torch.tanh(score / _ACTIVE.softcap) + _ACTIVE.bias[b, 0, q_idx, kv_idx]
 
 
+def run_flex_with_mask(q, k, v, keep, scale, bias=None, softcap=None):
+    """flex_attention on [B, H, L, D] tensors; ``keep`` bool [B or 1, 1, Lq, Lk], ``bias`` float like it."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    batch, len_q, len_k = q.shape[0], q.shape[-2], k.shape[-2]
+    _ACTIVE.keep = keep.expand(batch, 1, len_q, len_k)
+    _ACTIVE.bias = (torch.zeros((), dtype=q.dtype, device=q.device) if bias is None else bias).expand(batch, 1, len_q, len_k)
+    _ACTIVE.softcap = softcap
+    block_mask = create_block_mask(_mask_mod, batch, None, len_q, len_k, device=q.device)
+    return flex_attention(q, k, v, score_mod=_score_bias if softcap is None else _score_softcap_bias,
+                          block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
 @variant("attention", "flex_attention", dtypes=("float32", "bfloat16", "float16", "float64"), limitations=[
     Limitation("flex_attention has no backward on CPU (NotImplementedError in torch 2.13)", checks={"backward"}),
 ])
 def flex(q, k, v, *, scale, causal, window, alignment, mask, softcap):
     """torch.nn.attention.flex_attention, eager, with a mask_mod and a score_mod."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    batch, len_q, len_k = q.shape[0], q.shape[-2], k.shape[-2]
+    len_q, len_k = q.shape[-2], k.shape[-2]
     full = combined_mask(len_q, len_k, causal=causal, window=window, alignment=alignment, mask=mask,
                          device=q.device, dtype=q.dtype)
     if full is None:
         full = torch.ones(len_q, len_k, dtype=torch.bool, device=q.device)
     keep = full if full.dtype == torch.bool else ~torch.isneginf(full)
-    bias = torch.zeros((), dtype=q.dtype, device=q.device) if full.dtype == torch.bool else full.masked_fill(~keep, 0.0)
-    _ACTIVE.keep = keep.expand(batch, 1, len_q, len_k)
-    _ACTIVE.bias = bias.expand(batch, 1, len_q, len_k)
-    _ACTIVE.softcap = softcap
-    block_mask = create_block_mask(_mask_mod, batch, None, len_q, len_k, device=q.device)
-    return flex_attention(q, k, v, score_mod=_score_bias if softcap is None else _score_softcap_bias,
-                          block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    bias = None if full.dtype == torch.bool else full.masked_fill(~keep, 0.0)
+    return run_flex_with_mask(q, k, v, keep.expand(q.shape[0], 1, len_q, len_k),
+                              scale, None if bias is None else bias.expand(q.shape[0], 1, len_q, len_k), softcap)

@@ -1,0 +1,391 @@
+"""The documents family: packed (varlen) attention for one micro-sequence.
+
+Adapter contract (tensors on the variant's device, in the case dtype)::
+
+    fn(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+       first_document_begin, scale, causal) -> out
+
+    q    [Tq, Hq, D]    this micro-sequence's query rows
+    k, v [Tk, Hkv, D], [Tk, Hkv, Dv]   the layer's K/V buffer so far: past rows, then
+                        this micro-sequence's rows (Tk = sequence_k_past + Tq)
+    cu_seqlens_q   int32 [N+1], canonical (starts at 0) over q
+    cu_seqlens_k   int32 [N+1], canonical over k[first_document_begin:]: document i's
+                   keys are k[first_document_begin + cu_k[i] : first_document_begin + cu_k[i+1]]
+    first_document_begin  int: K rows before it are a dropped prefix no query sees
+    causal         bool: bottom-right aligned inside each document
+    out  [Tq, Hq, Dv]; rows past cu_seqlens_q[-1] (slack) are not compared
+
+Gradients of slack rows and of the dropped prefix must be exactly 0. The case
+describes the whole packed sequence and its micro-sequence boundaries; the step
+under test is the last micro-sequence (``DocumentsCase.step``). SPLIT runs every
+micro-sequence through the variant with the K/V buffer growing as a view of one
+buffer and compares with one call over the whole sequence.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from harness.families import CheckSpec, signature_problem
+from harness.layouts import DocumentLayout, MicroStep
+from harness.tolerance import ERROR, FAIL, Comparison, all_finite, compare, exact_zero
+from reference.attention import attention
+from reference.documents import document_attention
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+_DTYPE_TOKENS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}
+POISON_KEY, POISON_VALUE = 100.0, 1.0e4  # as in the attention family: finite in every dtype
+
+
+@dataclass(frozen=True)
+class DocumentsCase:
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    head_dim_v: int
+    documents: tuple[int, ...]
+    slack: int = 0
+    boundaries: tuple[int, ...] = ()
+    dtype: str = "float32"
+    causal: bool = True
+    seed: int = 0
+
+    family = "documents"
+
+    def __post_init__(self):
+        object.__setattr__(self, "documents", tuple(self.documents))
+        object.__setattr__(self, "boundaries", tuple(self.boundaries))
+        if self.heads_q % self.heads_kv or min(self.heads_q, self.heads_kv, self.head_dim, self.head_dim_v) < 1:
+            raise ValueError(f"invalid documents case: heads {self.heads_q}/{self.heads_kv}, dims {self.head_dim}/{self.head_dim_v}")
+        if self.dtype not in TORCH_DTYPES:
+            raise ValueError(f"invalid documents case: dtype {self.dtype!r}")
+        self.layout  # validates the layout
+
+    @property
+    def layout(self) -> DocumentLayout:
+        return DocumentLayout(self.documents, self.slack, self.boundaries)
+
+    @property
+    def step(self) -> MicroStep:
+        """The micro-sequence under test: the last one."""
+        return self.layout.steps()[-1]
+
+    @property
+    def id(self) -> str:
+        parts = ["docs" + "_".join(map(str, self.documents))]
+        if self.slack:
+            parts.append(f"t{self.slack}")
+        if self.boundaries:
+            parts.append("m" + "_".join(map(str, self.boundaries)))
+        parts += [f"h{self.heads_q}x{self.heads_kv}", f"d{self.head_dim}v{self.head_dim_v}", _DTYPE_TOKENS[self.dtype]]
+        if not self.causal:
+            parts.append("full")
+        parts.append(f"s{self.seed}")
+        return "-".join(parts)
+
+    def describe(self) -> str:
+        step = self.step
+        return (f"documents {list(self.documents)}, slack {self.slack}, micro-sequences start at {[0, *self.boundaries]}; "
+                f"step under test: queries [{step.start}, {step.end}), past {step.sequence_k_past}, "
+                f"first_document_begin {step.first_document_begin}; Hq={self.heads_q}, Hkv={self.heads_kv}, "
+                f"D={self.head_dim}, Dv={self.head_dim_v}, {self.dtype}, {'causal' if self.causal else 'non-causal'}, seed {self.seed}")
+
+    def params(self) -> dict:
+        return asdict(self)
+
+
+def case_from_id(text: str) -> DocumentsCase:
+    fields: dict = {}
+    dtypes = {v: k for k, v in _DTYPE_TOKENS.items()}
+    try:
+        for token in text.split("-"):
+            if token.startswith("docs"):
+                fields["documents"] = tuple(int(x) for x in token[4:].split("_") if x != "")
+            elif token in dtypes:
+                fields["dtype"] = dtypes[token]
+            elif token == "full":
+                fields["causal"] = False
+            elif token[:1] == "t" and token[1:].isdigit():
+                fields["slack"] = int(token[1:])
+            elif token[:1] == "m":
+                fields["boundaries"] = tuple(int(x) for x in token[1:].split("_"))
+            elif token[:1] == "h":
+                fields["heads_q"], fields["heads_kv"] = (int(x) for x in token[1:].split("x"))
+            elif token[:1] == "d":
+                fields["head_dim"], fields["head_dim_v"] = (int(x) for x in token[1:].split("v"))
+            elif token[:1] == "s" and token[1:].isdigit():
+                fields["seed"] = int(token[1:])
+            else:
+                raise ValueError(f"unknown token {token!r}")
+        return DocumentsCase(**fields)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed documents case id {text!r}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def case_features(case: DocumentsCase) -> frozenset[str]:
+    step = case.step
+    features = {f"head_dim:{case.head_dim}"}
+    for name, on in (("causal", case.causal), ("non_causal", not case.causal), ("gqa", case.heads_q != case.heads_kv),
+                     ("dk!=dv", case.head_dim != case.head_dim_v), ("past", step.sequence_k_past > 0),
+                     ("dropped_prefix", step.first_document_begin > 0), ("slack", case.slack > 0),
+                     ("empty_document", 0 in case.documents), ("micro_sequences", bool(case.boundaries))):
+        if on:
+            features.add(name)
+    return frozenset(features)
+
+
+# ---------------------------------------------------------------------------- oracle
+
+def make_inputs(case: DocumentsCase) -> dict[str, torch.Tensor]:
+    """Whole-sequence tensors [T, H, D], float64 rounded through the case dtype."""
+    gen = torch.Generator().manual_seed(case.seed)
+    dtype = TORCH_DTYPES[case.dtype]
+    total = case.layout.total
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).to(torch.float64)
+
+    return {"q": randn(total, case.heads_q, case.head_dim), "k": randn(total, case.heads_kv, case.head_dim),
+            "v": randn(total, case.heads_kv, case.head_dim_v), "dout": randn(total, case.heads_q, case.head_dim_v)}
+
+
+def _step_kwargs(case: DocumentsCase, step: MicroStep, device="cpu") -> dict:
+    return dict(cu_seqlens_q=step.cu_seqlens_q.to(device), cu_seqlens_k=step.cu_seqlens_k.to(device),
+                max_seqlen_q=max(step.doc_query_lengths, default=0), max_seqlen_k=max(step.doc_key_lengths, default=0),
+                first_document_begin=step.first_document_begin, scale=1.0 / math.sqrt(case.head_dim), causal=case.causal)
+
+
+def _reference(case, step, q, k, v, dout, dtype):
+    """document_attention on one step in ``dtype``: out and grads of q, k, v."""
+    leaves = [x.to(dtype, copy=True).requires_grad_() for x in (q, k, v)]
+    kw = _step_kwargs(case, step)
+    out = document_attention(*leaves, cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
+                             first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal)
+    out.backward(dout.to(dtype))
+    return out.detach(), {f"d{n}": t.grad for n, t in zip("qkv", leaves)}
+
+
+@dataclass
+class DocumentsOracle:
+    inputs: dict  # whole sequence, float64
+    step_out: torch.Tensor  # [Tq_step, Hq, Dv], float64
+    step_grads: dict  # dq [Tq_step], dk, dv [T]
+    step_base_out: torch.Tensor
+    step_base_grads: dict
+    pack_out: torch.Tensor  # per-document reference.attention, stacked like step_out
+    pack_base_out: torch.Tensor
+    whole_out: torch.Tensor  # one call over the whole sequence (SPLIT)
+    whole_grads: dict
+    whole_base_out: torch.Tensor
+    whole_base_grads: dict
+
+    @property
+    def grad_magnitude(self) -> float:
+        return max([float(g.abs().max()) for g in self.step_grads.values() if g.numel()] + [0.0])
+
+    @property
+    def whole_grad_magnitude(self) -> float:
+        return max([float(g.abs().max()) for g in self.whole_grads.values() if g.numel()] + [0.0])
+
+
+def _per_document(case: DocumentsCase, step: MicroStep, q, k, v, dtype) -> torch.Tensor:
+    """Each document alone through reference.attention: the PACK reference."""
+    out = torch.zeros(step.len_q, case.heads_q, case.head_dim_v, dtype=dtype)
+    for _, rows, keys in step.document_slices():
+        if rows.stop > rows.start:
+            heads_first = [x.to(dtype).transpose(0, 1)[None] for x in (q[rows], k[keys], v[keys])]
+            o, _ = attention(*heads_first, causal=case.causal, alignment="bottom_right")
+            out[rows] = o[0].transpose(0, 1)
+    return out
+
+
+def oracle(case: DocumentsCase) -> DocumentsOracle:
+    x = make_inputs(case)
+    dtype = TORCH_DTYPES[case.dtype]
+    step = case.step
+    q, dout = x["q"][step.start:], x["dout"][step.start:]
+    step_out, step_grads = _reference(case, step, q, x["k"], x["v"], dout, torch.float64)
+    step_base, step_base_grads = _reference(case, step, q, x["k"], x["v"], dout, dtype)
+    whole = case.layout.step(0, case.layout.total)
+    whole_out, whole_grads = _reference(case, whole, x["q"], x["k"], x["v"], x["dout"], torch.float64)
+    whole_base, whole_base_grads = _reference(case, whole, x["q"], x["k"], x["v"], x["dout"], dtype)
+    return DocumentsOracle(x, step_out, step_grads, step_base, step_base_grads,
+                           _per_document(case, step, q, x["k"], x["v"], torch.float64),
+                           _per_document(case, step, q, x["k"], x["v"], dtype),
+                           whole_out, whole_grads, whole_base, whole_base_grads)
+
+
+# ---------------------------------------------------------------------------- checks
+
+def checks_for(case: DocumentsCase) -> list[CheckSpec]:
+    step = case.step
+    specs = [CheckSpec("OUT", "out"), CheckSpec("FIN", "out"), CheckSpec("FIN", "grads", True), CheckSpec("PACK", "documents")]
+    specs += [CheckSpec("GRAD", t, True) for t in ("dq", "dk", "dv")]
+    if step.first_document_begin > 0:
+        specs += [CheckSpec("ZERO", "prefix", True), CheckSpec("INV", "prefix")]
+    if step.query_slack_begin < step.len_q or step.key_slack_begin < step.len_k:
+        specs += [CheckSpec("ZERO", "slack", True), CheckSpec("INV", "slack")]
+    if sum(1 for n in step.doc_query_lengths if n) >= 2:
+        specs.append(CheckSpec("INV", "other_document"))
+    if len(case.layout.steps()) > 1 and case.causal:  # without causality a split sees fewer keys
+        specs += [CheckSpec("SPLIT", t, t != "out") for t in ("out", "dq", "dk", "dv")]
+    return specs
+
+
+def _document_rows(step: MicroStep) -> slice:
+    return slice(0, step.query_slack_begin)
+
+
+def _worst_document(step: MicroStep, comparison: Comparison) -> Comparison:
+    """Name the document and token that carry the worst error (index is [row, head, dim])."""
+    if not comparison.worst_index or comparison.status not in (FAIL,):
+        return comparison
+    row = comparison.worst_index[0]
+    doc = step.document_index_q()[row].item() if row < step.len_q else -1
+    where = f"worst at step row {row} (document {step.doc_ids[doc]} of the layout, head {comparison.worst_index[1]})" if doc >= 0 else f"worst at row {row}"
+    return Comparison(**{**comparison.__dict__, "detail": (comparison.detail + "; " if comparison.detail else "") + where})
+
+
+class _Family:
+    name = "documents"
+    positional = ("q", "k", "v")
+    keywords = ("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k", "first_document_begin", "scale", "causal")
+    case_type = DocumentsCase
+    contract = __doc__
+
+    case_from_id = staticmethod(case_from_id)
+    case_features = staticmethod(case_features)
+    checks_for = staticmethod(checks_for)
+    oracle = staticmethod(oracle)
+
+    def signature_problem(self, fn) -> str:
+        return signature_problem(fn, self.positional, self.keywords)
+
+    def run(self, case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
+        dtype = TORCH_DTYPES[case.dtype]
+        x = oracle.inputs
+        step = case.step
+        docs = _document_rows(step)
+        results: dict[str, Comparison] = {}
+
+        def on_device(t, grad=False):
+            return t.to(device=device, dtype=dtype, copy=True).requires_grad_(grad)
+
+        def call(the_step, q, k, v):
+            out = fn(q, k, v, **_step_kwargs(case, the_step, device))
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
+            return out
+
+        def guarded(specs, body):
+            here = [s for s in specs if s in wanted]
+            if not here:
+                return
+            try:
+                body(here)
+            except Exception as exc:
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                for spec in here:
+                    results.setdefault(spec.key, Comparison(spec.check, spec.target, ERROR, detail=f"{type(exc).__name__}: {text}"[:500]))
+
+        def base_run(specs):
+            need_grad = any(s.backward for s in specs)
+            q, k, v = on_device(x["q"][step.start:], need_grad), on_device(x["k"], need_grad), on_device(x["v"], need_grad)
+            out = call(step, q, k, v)
+            grads = {}
+            if need_grad:
+                out.backward(on_device(x["dout"][step.start:]))
+                grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))}
+            out = out.detach().cpu()
+            for spec in specs:
+                if spec.key == "OUT:out":
+                    r = _worst_document(step, compare("OUT", "out", out[docs], oracle.step_out[docs], oracle.step_base_out[docs], dtype))
+                elif spec.key == "PACK:documents":
+                    r = _worst_document(step, compare("PACK", "documents", out[docs], oracle.pack_out[docs], oracle.pack_base_out[docs], dtype))
+                elif spec.key == "FIN:out":
+                    r = all_finite("FIN", "out", {"out (document rows)": out[docs]})
+                elif spec.key == "FIN:grads":
+                    r = all_finite("FIN", "grads", grads)
+                elif spec.check == "GRAD":
+                    r = compare("GRAD", spec.target, grads[spec.target], oracle.step_grads[spec.target],
+                                oracle.step_base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude)
+                    if spec.target == "dq":
+                        r = _worst_document(step, r)
+                elif spec.key == "ZERO:prefix":
+                    prefix = torch.arange(step.len_k)[:, None, None] < step.first_document_begin
+                    r = _zero_both("prefix", grads, prefix)
+                else:  # ZERO:slack
+                    q_slack = torch.arange(step.len_q)[:, None, None] >= step.query_slack_begin
+                    k_slack = torch.arange(step.len_k)[:, None, None] >= step.key_slack_begin
+                    r = exact_zero("ZERO", "slack", grads["dq"], q_slack)
+                    if r.status != FAIL:
+                        r = _zero_both("slack", grads, k_slack)
+                results[spec.key] = r
+
+        def invariance_run(specs):
+            for spec in specs:
+                q, k, v = on_device(x["q"][step.start:]), on_device(x["k"]), on_device(x["v"])
+                keep = docs
+                if spec.target == "prefix":
+                    rows = slice(0, step.first_document_begin)
+                    k[rows], v[rows] = POISON_KEY, POISON_VALUE
+                elif spec.target == "slack":
+                    q[step.query_slack_begin:] = POISON_VALUE
+                    k[step.key_slack_begin:], v[step.key_slack_begin:] = POISON_KEY, POISON_VALUE
+                else:  # other_document: scramble the longest document, compare the others
+                    _, rows, keys = max(step.document_slices(), key=lambda d: d[1].stop - d[1].start)
+                    gen = torch.Generator().manual_seed(case.seed + 1)
+                    q[rows] = torch.randn(q[rows].shape, generator=gen).to(q) * 3
+                    k[keys] = torch.randn(k[keys].shape, generator=gen).to(k) * 3
+                    v[keys] = torch.randn(v[keys].shape, generator=gen).to(v) * 3
+                    keep = torch.ones(step.len_q, dtype=torch.bool)
+                    keep[rows] = False
+                    keep[step.query_slack_begin:] = False
+                out = call(step, q, k, v).detach().cpu()
+                results[spec.key] = _worst_document(step, compare("INV", spec.target, out[keep], oracle.step_out[keep],
+                                                                  oracle.step_base_out[keep], dtype))
+
+        def split_run(specs):
+            layout = case.layout
+            whole = layout.step(0, layout.total)
+            need_grad = any(s.backward for s in specs)
+            q, k, v = on_device(x["q"], need_grad), on_device(x["k"], need_grad), on_device(x["v"], need_grad)
+            # Each micro-sequence sees the K/V buffer so far as a view of one buffer,
+            # so gradients of every step accumulate into the same rows.
+            outs = [call(s, q[s.start:s.end], k[:s.end], v[:s.end]) for s in layout.steps()]
+            out = torch.cat(outs, dim=0)
+            got = {"out": out.detach().cpu()}
+            if need_grad:
+                out.backward(on_device(x["dout"]))
+                got.update(dq=q.grad.cpu(), dk=k.grad.cpu(), dv=v.grad.cpu())
+            rows = _document_rows(whole)
+            for spec in specs:
+                if spec.target == "out":
+                    r = compare("SPLIT", "out", got["out"][rows], oracle.whole_out[rows], oracle.whole_base_out[rows], dtype)
+                else:
+                    r = compare("SPLIT", spec.target, got[spec.target], oracle.whole_grads[spec.target],
+                                oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
+                results[spec.key] = r
+
+        guarded([s for s in wanted if s.check in ("OUT", "PACK", "FIN", "GRAD", "ZERO")], base_run)
+        for spec in wanted:
+            if spec.check == "INV":
+                guarded([spec], invariance_run)
+        guarded([s for s in wanted if s.check == "SPLIT"], split_run)
+        return results
+
+
+def _zero_both(target: str, grads: dict, rows: torch.Tensor) -> Comparison:
+    for name in ("dk", "dv"):
+        r = exact_zero("ZERO", target, grads[name], rows)
+        if r.status == FAIL:
+            return Comparison(**{**r.__dict__, "detail": f"{name}: {r.detail}"})
+    return r
+
+
+FAMILY = _Family()
