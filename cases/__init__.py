@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-_CATALOGUES = {"attention": "cases.attention", "documents": "cases.documents"}
+_CATALOGUES = {"attention": "cases.attention", "documents": "cases.documents",
+               "microsequences": "cases.microsequences"}
 
 
 def catalogue(family: str) -> list:

@@ -29,7 +29,7 @@ class OracleCache:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        value = get_family(case.family).oracle(case)
+        value = get_family(case.family).oracle(case)  # the case type's own family computes the truth
         self.computed += 1
         self._items[key] = value
         if len(self._items) > self.capacity:
@@ -39,15 +39,15 @@ class OracleCache:
 
 def reproduce_command(case, variant: Variant) -> str:
     extra = f" --variants-from {variant.source}" if variant.source and "/harness/variants/" not in variant.source else ""
-    return f"attn-oracle run --family {case.family} --variants {variant.name} --case {case.id}{extra}"
+    return f"attn-oracle run --family {variant.family} --variants {variant.name} --case {case.id}{extra}"
 
 
 def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
     """Every applicable check of ``variant`` on ``case``, one record per check target."""
-    family = get_family(case.family)
+    family = get_family(variant.family)  # a family may reuse another's case type (microsequences)
     specs = family.checks_for(case)
     features = family.case_features(case)
-    common = dict(case_id=case.id, family=case.family, variant=variant.name, dtype=case.dtype,
+    common = dict(case_id=case.id, family=variant.family, variant=variant.name, dtype=case.dtype,
                   case=case.describe(), case_params=case.params(), reproduce=reproduce_command(case, variant))
 
     def unsupported(spec, reason):

@@ -47,3 +47,32 @@ def attention_cases(draw, dtypes=("float32", "bfloat16", "float16"), max_len: in
         mask=draw(st.sampled_from(["none", "bool", "additive"])),
         softcap=draw(st.none() | st.sampled_from([2.5, 30.0])), seed=draw(st.integers(0, 2**16)),
     )
+
+
+CHUNK = 16  # chunk size of chunked kernels; lengths at CHUNK - 1, CHUNK, CHUNK + 1 are drawn on purpose
+
+
+@st.composite
+def document_layouts(draw, max_documents: int = 5, max_micro_sequences: int = 3):
+    """(documents, slack, boundaries): empty, length-1, chunk-boundary and long documents;
+    micro-sequence cuts anywhere, so past K/V and first_document_begin > 0 both occur."""
+    length = st.integers(0, 6) | st.sampled_from([1, 0, CHUNK - 1, CHUNK, CHUNK + 1]) | st.integers(30, 64)
+    documents = draw(st.lists(length, min_size=1, max_size=max_documents))
+    slack = draw(st.integers(0, 3))
+    if sum(documents) + slack == 0:
+        documents[-1] = 1
+    total = sum(documents) + slack
+    cuts = draw(st.lists(st.integers(1, max(total - 1, 1)), max_size=min(max_micro_sequences - 1, total - 1), unique=True))
+    return tuple(documents), slack, tuple(sorted(c for c in cuts if 0 < c < total))
+
+
+@st.composite
+def documents_cases(draw, dtypes=("float32", "bfloat16", "float16"), causal=st.just(True)):
+    from harness.families.documents import DocumentsCase
+
+    documents, slack, boundaries = draw(document_layouts())
+    heads_kv = draw(st.integers(1, 2))
+    head_dim = draw(st.sampled_from([16, 8, 32]))
+    return DocumentsCase(heads_kv * draw(st.sampled_from([1, 2, 3])), heads_kv, head_dim,
+                         draw(st.sampled_from([head_dim, 24])), documents=documents, slack=slack, boundaries=boundaries,
+                         dtype=draw(st.sampled_from(dtypes)), causal=draw(causal), seed=draw(st.integers(0, 2**16)))

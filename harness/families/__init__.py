@@ -21,6 +21,7 @@ from dataclasses import dataclass
 _MODULES = {
     "attention": "harness.families.attention",
     "documents": "harness.families.documents",
+    "microsequences": "harness.families.microsequences",
 }
 
 

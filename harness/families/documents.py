@@ -87,9 +87,17 @@ class DocumentsCase:
         parts.append(f"s{self.seed}")
         return "-".join(parts)
 
+    def drawing(self) -> str:
+        """The layout in one line: a letter per token and document, '.' for slack, '|' between micro-sequences."""
+        tokens = [chr(ord("a") + i % 26) * n for i, n in enumerate(self.documents)]
+        row = "".join(tokens) + "." * self.slack
+        for cut in sorted(self.boundaries, reverse=True):
+            row = row[:cut] + "|" + row[cut:]
+        return row
+
     def describe(self) -> str:
         step = self.step
-        return (f"documents {list(self.documents)}, slack {self.slack}, micro-sequences start at {[0, *self.boundaries]}; "
+        return (f"layout {self.drawing()}: documents {list(self.documents)}, slack {self.slack}, micro-sequences start at {[0, *self.boundaries]}; "
                 f"step under test: queries [{step.start}, {step.end}), past {step.sequence_k_past}, "
                 f"first_document_begin {step.first_document_begin}; Hq={self.heads_q}, Hkv={self.heads_kv}, "
                 f"D={self.head_dim}, Dv={self.head_dim_v}, {self.dtype}, {'causal' if self.causal else 'non-causal'}, seed {self.seed}")
@@ -166,8 +174,9 @@ def _reference(case, step, q, k, v, dout, dtype):
     kw = _step_kwargs(case, step)
     out = document_attention(*leaves, cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
                              first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal)
-    out.backward(dout.to(dtype))
-    return out.detach(), {f"d{n}": t.grad for n, t in zip("qkv", leaves)}
+    if out.requires_grad:  # a step with no document rows at all has nothing to differentiate
+        out.backward(dout.to(dtype))
+    return out.detach(), {f"d{n}": t.grad if t.grad is not None else torch.zeros_like(t) for n, t in zip("qkv", leaves)}
 
 
 @dataclass
@@ -299,7 +308,8 @@ class _Family:
             out = call(step, q, k, v)
             grads = {}
             if need_grad:
-                out.backward(on_device(x["dout"][step.start:]))
+                if out.requires_grad:  # an output that depends on no input has zero gradients
+                    out.backward(on_device(x["dout"][step.start:]))
                 grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))}
             out = out.detach().cpu()
             for spec in specs:
@@ -337,8 +347,8 @@ class _Family:
                 elif spec.target == "slack":
                     q[step.query_slack_begin:] = POISON_VALUE
                     k[step.key_slack_begin:], v[step.key_slack_begin:] = POISON_KEY, POISON_VALUE
-                else:  # other_document: scramble the longest document, compare the others
-                    _, rows, keys = max(step.document_slices(), key=lambda d: d[1].stop - d[1].start)
+                else:  # other_document: scramble the first document, compare the later ones it must not reach
+                    _, rows, keys = next(d for d in step.document_slices() if d[1].stop > d[1].start)
                     gen = torch.Generator().manual_seed(case.seed + 1)
                     q[rows] = torch.randn(q[rows].shape, generator=gen).to(q) * 3
                     k[keys] = torch.randn(k[keys].shape, generator=gen).to(k) * 3
@@ -361,8 +371,9 @@ class _Family:
             out = torch.cat(outs, dim=0)
             got = {"out": out.detach().cpu()}
             if need_grad:
-                out.backward(on_device(x["dout"]))
-                got.update(dq=q.grad.cpu(), dk=k.grad.cpu(), dv=v.grad.cpu())
+                if out.requires_grad:
+                    out.backward(on_device(x["dout"]))
+                got.update({f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))})
             rows = _document_rows(whole)
             for spec in specs:
                 if spec.target == "out":
