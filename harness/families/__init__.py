@@ -7,8 +7,11 @@ A family module defines a ``FAMILY`` object with:
 * ``case_features(case)``: the set of strings limitations match against;
 * ``checks_for(case)``: the ``CheckSpec`` list that applies to the case;
 * ``oracle(case)``: the float64 truth (and same-dtype baseline), once per case;
-* ``run(case, variant, oracle, wanted)``: run the variant and return one
-  ``Comparison`` per wanted ``CheckSpec``.
+* ``run(case, fn, device, oracle, wanted)``: run the adapter ``fn`` and return one
+  ``Comparison`` per wanted ``CheckSpec``, keyed by ``CheckSpec.key``.
+
+A family may reuse another family's case type (microsequences uses the documents
+cases); the oracle is always computed by the case type's own family.
 """
 
 from __future__ import annotations
