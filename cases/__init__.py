@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 _CATALOGUES = {"attention": "cases.attention", "documents": "cases.documents",
-               "microsequences": "cases.microsequences"}
+               "microsequences": "cases.microsequences", "gated_delta": "cases.gated_delta"}
 
 
 def catalogue(family: str) -> list:

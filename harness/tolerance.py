@@ -47,6 +47,7 @@ POLICY: dict[str, Rule] = {
     "LAYOUT": Rule(k=2.0, floor_ulps=4.0),
     "GRAD": Rule(k=3.0, floor_ulps=8.0),
     "PACK": Rule(k=2.0, floor_ulps=4.0),
+    "STATE": Rule(k=2.0, floor_ulps=4.0),
     "SPLIT": Rule(k=3.0, floor_ulps=8.0),  # outputs and gradients through a chain of calls
 }
 

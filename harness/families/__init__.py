@@ -25,6 +25,7 @@ _MODULES = {
     "attention": "harness.families.attention",
     "documents": "harness.families.documents",
     "microsequences": "harness.families.microsequences",
+    "gated_delta": "harness.families.gated_delta",
 }
 
 

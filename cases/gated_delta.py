@@ -1,0 +1,27 @@
+"""Gated delta rule cases: lengths around chunk sizes, Dk != Dv, gate sweeps, grouped value heads."""
+
+from __future__ import annotations
+
+from harness.families.gated_delta import GatedDeltaCase
+
+# (batch, length, heads_k, heads_v, dim_k, dim_v)
+SHAPES = [
+    (1, 1, 2, 2, 16, 16),  # decode: one token
+    (2, 3, 1, 2, 16, 24),  # Dk != Dv: a transposed state cannot hide
+    (2, 37, 2, 4, 16, 24),  # two value heads per key head
+    (1, 63, 2, 2, 32, 32),
+    (2, 65, 1, 1, 16, 32),  # one past a chunk of 64
+    (1, 100, 2, 6, 16, 16),
+]
+
+GRID = [
+    GatedDeltaCase(*shape, channel_gate=channel, gates=gates, initial_state=h0, split=shape[1] // 3, seed=i)
+    for i, (shape, (channel, gates, h0)) in enumerate(
+        (shape, mode) for shape in SHAPES
+        for mode in ((False, "mild", True), (True, "mild", True), (False, "zero", False), (False, "extreme", True)))
+]
+
+PINNED: list[GatedDeltaCase] = [
+    # In-kernel L2 normalisation of q and k, grouped heads, split mid-way.
+    GatedDeltaCase(2, 37, 2, 4, 16, 24, l2norm=True, split=20, seed=500),
+]

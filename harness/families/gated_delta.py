@@ -1,0 +1,275 @@
+"""The gated delta rule family (Gated DeltaNet's recurrence), held against reference.gated_delta.
+
+Adapter contract (tensors on the variant's device, in the case dtype)::
+
+    fn(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm) -> (out, final_state)
+
+    q, k [B, T, H, K]    v [B, T, HV, V] (HV a multiple of H; value head h reads key head h // (HV // H))
+    g    [B, T, HV] (one log-decay per head) or [B, T, HV, K] (per key channel), g <= 0
+    beta [B, T, HV]      initial_state [B, HV, K, V] (key channels x value channels)
+    out  [B, T, HV, V]   final_state [B, HV, K, V]
+
+Decay is applied before the update; see the oracle's docstring for the equation.
+Checks: OUT, STATE (final state), FIN, GRAD (q, k, v, g, beta, initial_state, through
+a loss on both outputs), SPLIT (the first tokens, then the rest from the carried
+state == one call).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from harness.families import CheckSpec, signature_problem
+from harness.tolerance import ERROR, Comparison, all_finite, compare
+from reference.gated_delta import gated_delta_rule
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+_DTYPE_TOKENS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}
+GATES = ("zero", "mild", "extreme")  # g = 0; logsigmoid(N(2, 1)); -(20 + 30 exp(N(0, 1)))
+INPUTS = ("q", "k", "v", "g", "beta", "initial_state")
+
+
+@dataclass(frozen=True)
+class GatedDeltaCase:
+    batch: int
+    length: int
+    heads_k: int
+    heads_v: int
+    dim_k: int
+    dim_v: int
+    channel_gate: bool = False
+    gates: str = "mild"
+    initial_state: bool = True
+    l2norm: bool = False
+    split: int = 0  # SPLIT cuts the sequence here (0: no SPLIT check)
+    dtype: str = "float32"
+    seed: int = 0
+
+    family = "gated_delta"
+
+    def __post_init__(self):
+        problems = []
+        if min(self.batch, self.heads_k, self.heads_v, self.dim_k, self.dim_v) < 1 or self.length < 0:
+            problems.append("sizes must be positive")
+        if self.heads_v % self.heads_k:
+            problems.append(f"heads_v={self.heads_v} is not a multiple of heads_k={self.heads_k}")
+        if self.gates not in GATES:
+            problems.append(f"gates {self.gates!r} is not one of {', '.join(GATES)}")
+        if self.dtype not in TORCH_DTYPES:
+            problems.append(f"dtype {self.dtype!r}")
+        if not 0 <= self.split < max(self.length, 1):
+            problems.append(f"split {self.split} must be in [0, {self.length})")
+        if problems:
+            raise ValueError("invalid gated delta case: " + "; ".join(problems))
+
+    @property
+    def id(self) -> str:
+        parts = [f"b{self.batch}", f"t{self.length}", f"h{self.heads_k}x{self.heads_v}", f"k{self.dim_k}v{self.dim_v}",
+                 ("gc-" if self.channel_gate else "gh-") + self.gates, _DTYPE_TOKENS[self.dtype]]
+        parts += [name for name, on in (("h0", self.initial_state), ("l2", self.l2norm)) if on]
+        if self.split:
+            parts.append(f"cut{self.split}")
+        return "-".join(parts + [f"s{self.seed}"])
+
+    def describe(self) -> str:
+        return (f"B={self.batch}, T={self.length}, H={self.heads_k}, HV={self.heads_v}, K={self.dim_k}, V={self.dim_v}, "
+                f"{'per-channel' if self.channel_gate else 'per-head'} {self.gates} gates, "
+                f"{'random' if self.initial_state else 'zero'} initial state{', in-kernel L2 norm' if self.l2norm else ''}"
+                f"{f', split at {self.split}' if self.split else ''}, {self.dtype}, seed {self.seed}")
+
+    def params(self) -> dict:
+        return asdict(self)
+
+
+def case_from_id(text: str) -> GatedDeltaCase:
+    fields: dict = {"initial_state": False}
+    dtypes = {v: k for k, v in _DTYPE_TOKENS.items()}
+    tokens = text.split("-")
+    try:
+        i = 0
+        while i < len(tokens):
+            token = tokens[i]
+            if token in ("gc", "gh"):
+                fields["channel_gate"], fields["gates"] = token == "gc", tokens[i + 1]
+                i += 1
+            elif token in dtypes:
+                fields["dtype"] = dtypes[token]
+            elif token == "h0":
+                fields["initial_state"] = True
+            elif token == "l2":
+                fields["l2norm"] = True
+            elif token.startswith("cut"):
+                fields["split"] = int(token[3:])
+            elif token[:1] == "h":
+                fields["heads_k"], fields["heads_v"] = (int(x) for x in token[1:].split("x"))
+            elif token[:1] == "k" and "v" in token:
+                fields["dim_k"], fields["dim_v"] = (int(x) for x in token[1:].split("v"))
+            elif token[:1] in ("b", "t", "s") and token[1:].isdigit():
+                fields[{"b": "batch", "t": "length", "s": "seed"}[token[0]]] = int(token[1:])
+            else:
+                raise ValueError(f"unknown token {token!r}")
+            i += 1
+        return GatedDeltaCase(**fields)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"malformed gated delta case id {text!r}: {exc}") from None
+
+
+def case_features(case: GatedDeltaCase) -> frozenset[str]:
+    features = {f"gates:{case.gates}", "channel_gate" if case.channel_gate else "head_gate"}
+    for name, on in (("grouped_heads", case.heads_v != case.heads_k), ("dk!=dv", case.dim_k != case.dim_v),
+                     ("initial_state", case.initial_state), ("l2norm", case.l2norm), ("split", bool(case.split))):
+        if on:
+            features.add(name)
+    return frozenset(features)
+
+
+def make_inputs(case: GatedDeltaCase) -> dict[str, torch.Tensor]:
+    """Float64, rounded through the case dtype. Without in-kernel L2 norm, k comes
+    already normalised (as models feed it): the rule is only stable for |k| <= 1."""
+    gen = torch.Generator().manual_seed(case.seed)
+    dtype = TORCH_DTYPES[case.dtype]
+    B, T, H, HV, K, V = case.batch, case.length, case.heads_k, case.heads_v, case.dim_k, case.dim_v
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    def rounded(x):
+        return x.to(dtype).to(torch.float64)
+
+    gate_shape = (B, T, HV, K) if case.channel_gate else (B, T, HV)
+    if case.gates == "zero":
+        g = torch.zeros(gate_shape, dtype=torch.float64)
+    elif case.gates == "mild":
+        g = torch.nn.functional.logsigmoid(randn(*gate_shape) + 2.0)
+    else:
+        g = -(20.0 + 30.0 * torch.exp(randn(*gate_shape)))
+    k = randn(B, T, H, K)
+    if not case.l2norm:
+        k = k / k.norm(dim=-1, keepdim=True)
+    return {"q": rounded(randn(B, T, H, K)), "k": rounded(k), "v": rounded(randn(B, T, HV, V)), "g": rounded(g),
+            "beta": rounded(torch.sigmoid(randn(B, T, HV))),
+            "initial_state": rounded(randn(B, HV, K, V) * 0.5 if case.initial_state else torch.zeros(B, HV, K, V, dtype=torch.float64)),
+            "dout": rounded(randn(B, T, HV, V)), "dstate": rounded(randn(B, HV, K, V))}
+
+
+def _kwargs(case):
+    return dict(scale=1.0 / math.sqrt(case.dim_k), use_qk_l2norm=case.l2norm)
+
+
+def _reference(case, x, dtype, grads=True):
+    leaves = {n: x[n].to(dtype, copy=True).requires_grad_(grads) for n in INPUTS}
+    out, state = gated_delta_rule(leaves["q"], leaves["k"], leaves["v"], leaves["g"], leaves["beta"],
+                                  initial_state=leaves["initial_state"], **_kwargs(case))
+    result = {"out": out.detach(), "state": state.detach()}
+    if grads:
+        torch.autograd.backward([out, state], [x["dout"].to(dtype), x["dstate"].to(dtype)])
+        result.update({f"d{n}": leaves[n].grad for n in INPUTS})
+    return result
+
+
+@dataclass
+class GatedDeltaOracle:
+    inputs: dict
+    truth: dict  # out, state, d<input> in float64
+    baseline: dict  # the same from the reference run in the case dtype
+
+    @property
+    def grad_magnitude(self) -> float:
+        return max(float(self.truth[f"d{n}"].abs().max()) for n in INPUTS)
+
+
+def oracle(case: GatedDeltaCase) -> GatedDeltaOracle:
+    x = make_inputs(case)
+    return GatedDeltaOracle(x, _reference(case, x, torch.float64), _reference(case, x, TORCH_DTYPES[case.dtype]))
+
+
+def checks_for(case: GatedDeltaCase) -> list[CheckSpec]:
+    specs = [CheckSpec("OUT", "out"), CheckSpec("STATE", "final"), CheckSpec("FIN", "out"), CheckSpec("FIN", "grads", True)]
+    specs += [CheckSpec("GRAD", f"d{n}", True) for n in INPUTS]
+    if case.split:
+        specs += [CheckSpec("SPLIT", "out"), CheckSpec("SPLIT", "state")]
+    return specs
+
+
+class _Family:
+    name = "gated_delta"
+    positional = ("q", "k", "v", "g", "beta")
+    keywords = ("scale", "initial_state", "use_qk_l2norm")
+    case_type = GatedDeltaCase
+    contract = __doc__
+
+    case_from_id = staticmethod(case_from_id)
+    case_features = staticmethod(case_features)
+    checks_for = staticmethod(checks_for)
+    oracle = staticmethod(oracle)
+
+    def signature_problem(self, fn) -> str:
+        return signature_problem(fn, self.positional, self.keywords)
+
+    def run(self, case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Comparison]:
+        dtype = TORCH_DTYPES[case.dtype]
+        x, truth, base = oracle.inputs, oracle.truth, oracle.baseline
+        results: dict[str, Comparison] = {}
+
+        def call(inputs):
+            result = fn(inputs["q"], inputs["k"], inputs["v"], inputs["g"], inputs["beta"],
+                        initial_state=inputs["initial_state"], **_kwargs(case))
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError("the adapter must return (out, final_state)")
+            return result
+
+        def guarded(specs, body):
+            here = [s for s in specs if s in wanted]
+            if here:
+                try:
+                    body(here)
+                except Exception as exc:
+                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    for s in here:
+                        results.setdefault(s.key, Comparison(s.check, s.target, ERROR, detail=f"{type(exc).__name__}: {text}"[:500]))
+
+        def base_run(specs):
+            need_grad = any(s.backward for s in specs)
+            leaves = {n: x[n].to(device=device, dtype=dtype, copy=True).requires_grad_(need_grad) for n in INPUTS}
+            out, state = call(leaves)
+            grads = {}
+            if need_grad:
+                torch.autograd.backward([out, state], [x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype)])
+                grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
+            out, state = out.detach().cpu(), state.detach().cpu()
+            for s in specs:
+                if s.key == "OUT:out":
+                    r = compare("OUT", "out", out, truth["out"], base["out"], dtype)
+                elif s.key == "STATE:final":
+                    r = compare("STATE", "final", state, truth["state"], base["state"], dtype)
+                elif s.key == "FIN:out":
+                    r = all_finite("FIN", "out", {"out": out, "final_state": state})
+                elif s.key == "FIN:grads":
+                    r = all_finite("FIN", "grads", grads)
+                else:
+                    r = compare("GRAD", s.target, grads[s.target], truth[s.target], base[s.target], dtype, magnitude=oracle.grad_magnitude)
+                results[s.key] = r
+
+        def split_run(specs):
+            cut = case.split
+            inputs = {n: x[n].to(device=device, dtype=dtype, copy=True) for n in INPUTS}
+            first = {n: (t[:, :cut] if n != "initial_state" else t) for n, t in inputs.items()}
+            out_1, state_1 = call(first)
+            second = {n: (t[:, cut:] if n != "initial_state" else state_1) for n, t in inputs.items()}
+            out_2, state_2 = call(second)
+            out = torch.cat([out_1, out_2], dim=1).detach().cpu()
+            for s in specs:
+                if s.target == "out":
+                    results[s.key] = compare("SPLIT", "out", out, truth["out"], base["out"], dtype)
+                else:
+                    results[s.key] = compare("SPLIT", "state", state_2.detach().cpu(), truth["state"], base["state"], dtype)
+
+        guarded([s for s in wanted if s.check in ("OUT", "STATE", "FIN", "GRAD")], base_run)
+        guarded([s for s in wanted if s.check == "SPLIT"], split_run)
+        return results
+
+
+FAMILY = _Family()

@@ -1,0 +1,59 @@
+r"""The gated delta rule as a per-token recurrence, from its equation.
+
+For each value head h (reading key head ``g(h) = h // (HV // H)``) and token t, with
+the state ``S`` of shape ``[K, V]`` (key channels by value channels)::
+
+    S    <- diag(exp(g_t)) S                 decay first; g_t is a log-decay <= 0,
+                                             one per head [B, T, HV] or per key channel [B, T, HV, K]
+    v'_t  = S^T k_t                          what the state predicts for k_t
+    S    <- S + k_t (beta_t (v_t - v'_t))^T  the delta-rule update
+    o_t   = S^T (scale q_t)
+
+Shapes: q, k ``[B, T, H, K]``; v ``[B, T, HV, V]``; g ``[B, T, HV]`` or ``[B, T, HV, K]``;
+beta ``[B, T, HV]``; initial_state ``[B, HV, K, V]`` (zeros if None); out ``[B, T, HV, V]``;
+final state ``[B, HV, K, V]``. ``scale`` defaults to 1/sqrt(K). With ``use_qk_l2norm`` q
+and k are divided by their L2 norm over K first (``eps`` guards a zero vector).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def gated_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    use_qk_l2norm: bool = False,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(out [B, T, HV, V], final_state [B, HV, K, V])``."""
+    batch, length, heads_k, dim_k = q.shape
+    heads_v, dim_v = v.shape[2], v.shape[3]
+    if heads_v % heads_k:
+        raise ValueError(f"value heads HV={heads_v} are not a multiple of key heads H={heads_k}")
+    scale = 1.0 / math.sqrt(dim_k) if scale is None else scale
+    if use_qk_l2norm:
+        q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + eps)
+        k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + eps)
+    group = heads_v // heads_k
+    q = q.repeat_interleave(group, dim=2)  # [B, T, HV, K]: value head h reads key head h // group
+    k = k.repeat_interleave(group, dim=2)
+    decay = torch.exp(g if g.dim() == 4 else g[..., None].expand(batch, length, heads_v, dim_k))  # [B, T, HV, K]
+    state = q.new_zeros(batch, heads_v, dim_k, dim_v) if initial_state is None else initial_state
+    outputs = []
+    for t in range(length):
+        state = decay[:, t, :, :, None] * state  # [B, HV, K, V]
+        predicted = torch.einsum("bhkv,bhk->bhv", state, k[:, t])
+        delta = beta[:, t, :, None] * (v[:, t] - predicted)  # [B, HV, V]
+        state = state + torch.einsum("bhk,bhv->bhkv", k[:, t], delta)
+        outputs.append(torch.einsum("bhkv,bhk->bhv", state, scale * q[:, t]))
+    out = torch.stack(outputs, dim=1) if outputs else v.new_zeros(batch, 0, heads_v, dim_v)
+    return out, state
