@@ -14,7 +14,11 @@ of which must hold:
   (gradients: the largest oracle gradient of the case, because a gradient that is 0
   by cancellation, like dk with a single key, still carries the rounding of the
   intermediates it was computed from, while a same-dtype baseline may cancel exactly);
-* relative RMS error ``||x - ref||_2 / ||ref||_2``, with ``floor(d) = floor_ulps * eps(d)``.
+* relative RMS error ``||x - ref||_2 / ||ref||_2``, with ``floor(d) = floor_ulps * eps(d)``;
+  where the family gives a magnitude, the floor is that absolute floor expressed
+  relative to ``rms(ref)`` (never below ``floor_ulps * eps(d)``): a gradient a million
+  times smaller than the others (dg under extreme gates) is judged at the scale of the
+  computation that produced it, as the max-abs rule already does.
 
 A value that is not finite fails, whatever the figures. Exact checks (``exact_zero``)
 compare with ``==`` and have no tolerance at all.
@@ -116,11 +120,16 @@ def compare(
     rule = POLICY[check]
     eps = torch.finfo(dtype).eps
     got, base = measure(actual, oracle), measure(baseline, oracle)
+    rel_floor = rule.floor_ulps * eps
     if magnitude is None:
         magnitude = float(oracle.detach().abs().max()) if oracle.numel() else 0.0
-    scale = max(magnitude, 1.0)
+        scale = max(magnitude, 1.0)
+    else:
+        scale = max(magnitude, 1.0)
+        ref_rms = float(oracle.detach().to(torch.float64).norm()) / math.sqrt(max(oracle.numel(), 1))
+        rel_floor = max(rel_floor, rule.floor_ulps * eps * (scale / ref_rms if ref_rms > 0 else scale))
     threshold = rule.k * base.max_abs + rule.floor_ulps * eps * scale
-    rel_threshold = rule.k * base.rel_rms + rule.floor_ulps * eps
+    rel_threshold = rule.k * base.rel_rms + rel_floor
     margin = 1.0 - max(got.max_abs / threshold, got.rel_rms / rel_threshold)
     return Comparison(
         check, target, PASS if margin >= 0 else FAIL,

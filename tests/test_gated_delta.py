@@ -109,3 +109,29 @@ def test_case_ids_round_trip():
         assert case_from_id(case.id) == case
     with pytest.raises(ValueError, match="malformed gated delta case id"):
         case_from_id("b1-zz")
+
+
+@pytest.mark.parametrize("length, chunk, gates", [(1, 64, "mild"), (37, 8, "mild"), (65, 64, "zero"), (130, 64, "extreme"), (64, 16, "mild")])
+def test_the_chunked_twin_equals_the_recurrence_in_float64(length, chunk, gates):
+    from harness.families.gated_delta import make_inputs
+    from reference.gated_delta import chunked_gated_delta_rule
+
+    case = GatedDeltaCase(2, length, 2, 4, 8, 12, gates=gates, l2norm=length == 37, seed=length)
+    x = make_inputs(case)
+    leaves = [{n: x[n].clone().requires_grad_() for n in ("q", "k", "v", "g", "beta", "initial_state")} for _ in range(2)]
+    results = []
+    for rule, inputs in ((gated_delta_rule, leaves[0]), (lambda *a, **kw: chunked_gated_delta_rule(*a, **kw, chunk_size=chunk), leaves[1])):
+        out, state = rule(inputs["q"], inputs["k"], inputs["v"], inputs["g"], inputs["beta"], scale=0.3,
+                          initial_state=inputs["initial_state"], use_qk_l2norm=case.l2norm)
+        torch.autograd.backward([out, state], [x["dout"], x["dstate"]])
+        results.append([out, state] + [inputs[n].grad for n in inputs])
+    for plain, chunked in zip(*results):
+        assert torch.allclose(plain, chunked, rtol=1e-9, atol=1e-11), (plain - chunked).abs().max()
+
+
+def test_the_chunked_twin_refuses_per_channel_gates():
+    from reference.gated_delta import chunked_gated_delta_rule
+
+    x = torch.zeros(1, 2, 1, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="one gate per head"):
+        chunked_gated_delta_rule(x, x, x, torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1))

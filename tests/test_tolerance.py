@@ -249,3 +249,16 @@ def test_measure_works_across_dtypes_in_float64():
     m = measure(x, ref)
     assert m.max_abs == 2.0 ** -8
     assert m.rel_rms == pytest.approx(2.0 ** -8 / math.sqrt(5.0), rel=1e-15)
+
+
+def test_a_magnitude_judges_a_tiny_gradient_at_the_scale_of_its_computation():
+    """dg under extreme gates is ~1e-20 while the other gradients are ~1: an error of
+    1e-24 there is below float32 rounding of the computation, not a 1e-4 relative miss."""
+    oracle = torch.full((8,), 1e-20, dtype=torch.float64)
+    baseline = oracle.clone()  # the baseline happens to cancel exactly
+    actual = oracle + 1e-24
+    assert compare("GRAD", "dg", actual, oracle, baseline, torch.float32).status == "fail"
+    assert compare("GRAD", "dg", actual, oracle, baseline, torch.float32, magnitude=1.0).status == "pass"
+    # ... while a gradient lost at the scale of the computation still fails
+    assert compare("GRAD", "dg", torch.zeros(8), torch.ones(8, dtype=torch.float64), torch.ones(8, dtype=torch.float64),
+                   torch.float32, magnitude=1.0).status == "fail"
