@@ -25,3 +25,9 @@ PINNED: list[GatedDeltaCase] = [
     # In-kernel L2 normalisation of q and k, grouped heads, split mid-way.
     GatedDeltaCase(2, 37, 2, 4, 16, 24, l2norm=True, split=20, seed=500),
 ]
+
+PINNED += [
+    # Varlen: one packed row, an empty and a length-1 document, padding after the last.
+    GatedDeltaCase(1, 20, 1, 2, 16, 24, documents=(7, 0, 1, 9), padding=3, seed=501),
+    GatedDeltaCase(1, 70, 2, 2, 16, 16, documents=(33, 37), seed=502),
+]

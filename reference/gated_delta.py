@@ -13,6 +13,12 @@ Shapes: q, k ``[B, T, H, K]``; v ``[B, T, HV, V]``; g ``[B, T, HV]`` or ``[B, T,
 beta ``[B, T, HV]``; initial_state ``[B, HV, K, V]`` (zeros if None); out ``[B, T, HV, V]``;
 final state ``[B, HV, K, V]``. ``scale`` defaults to 1/sqrt(K). With ``use_qk_l2norm`` q
 and k are divided by their L2 norm over K first (``eps`` guards a zero vector).
+
+Varlen: with ``cu_seqlens`` (canonical, [N+1]) the batch is one packed row (B = 1);
+document i is tokens ``[cu[i], cu[i+1])``, starts from ``initial_state[i]`` (so
+initial_state is ``[N, HV, K, V]``) and ends in ``final_state[i]``: the state is reset
+at every document boundary. Tokens past ``cu[-1]`` are padding: they update no state
+and their outputs are 0.
 """
 
 from __future__ import annotations
@@ -33,8 +39,12 @@ def gated_delta_rule(
     initial_state: torch.Tensor | None = None,
     use_qk_l2norm: bool = False,
     eps: float = 1e-6,
+    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(out [B, T, HV, V], final_state [B, HV, K, V])``."""
+    if cu_seqlens is not None:
+        return _by_document(gated_delta_rule, q, k, v, g, beta, cu_seqlens, initial_state,
+                            scale=scale, use_qk_l2norm=use_qk_l2norm, eps=eps)
     batch, length, heads_k, dim_k = q.shape
     heads_v, dim_v = v.shape[2], v.shape[3]
     if heads_v % heads_k:
@@ -71,6 +81,7 @@ def chunked_gated_delta_rule(
     use_qk_l2norm: bool = False,
     eps: float = 1e-6,
     chunk_size: int = 64,
+    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The same rule in chunks (WY form); per-head gates only. A fast twin of
     ``gated_delta_rule``, trusted only because tests hold it to the recurrence.
@@ -84,6 +95,9 @@ def chunked_gated_delta_rule(
     """
     if g.dim() != 3:
         raise ValueError("the chunked form takes one gate per head ([B, T, HV]); use gated_delta_rule for per-channel gates")
+    if cu_seqlens is not None:
+        return _by_document(chunked_gated_delta_rule, q, k, v, g, beta, cu_seqlens, initial_state,
+                            scale=scale, use_qk_l2norm=use_qk_l2norm, eps=eps, chunk_size=chunk_size)
     batch, length, heads_k, dim_k = q.shape
     heads_v, dim_v = v.shape[2], v.shape[3]
     scale = 1.0 / math.sqrt(dim_k) if scale is None else scale
@@ -116,3 +130,19 @@ def chunked_gated_delta_rule(
                  + (kc * torch.exp(G[..., -1:] - G)[..., None]).transpose(-1, -2) @ u)
     out = torch.cat(outputs, dim=2).transpose(1, 2) if outputs else v.new_zeros(batch, 0, heads_v, dim_v)
     return out, state
+
+
+def _by_document(rule, q, k, v, g, beta, cu_seqlens, initial_state, **kwargs):
+    """Run ``rule`` once per document of a packed row; see the module docstring."""
+    if q.shape[0] != 1:
+        raise ValueError(f"with cu_seqlens the batch must be one packed row, got B={q.shape[0]}")
+    bounds = cu_seqlens.tolist()
+    outs, states = [], []
+    for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        h0 = None if initial_state is None else initial_state[i:i + 1]
+        out, state = rule(q[:, start:end], k[:, start:end], v[:, start:end], g[:, start:end], beta[:, start:end],
+                          initial_state=h0, **kwargs)
+        outs.append(out)
+        states.append(state)
+    outs.append(v.new_zeros(1, q.shape[1] - bounds[-1], v.shape[2], v.shape[3]))  # padding rows
+    return torch.cat(outs, dim=1), torch.cat(states, dim=0)

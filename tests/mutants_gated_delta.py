@@ -5,7 +5,26 @@ from __future__ import annotations
 import torch
 
 
-def plain_gated_delta(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm,
+def plain_gated_delta(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, cu_seqlens=None,
+                      reset_between_documents=True, padding_updates_state=False, **knobs):
+    """Correct with the defaults; varlen runs one document at a time from its own initial state."""
+    if cu_seqlens is None:
+        return _one_sequence(q, k, v, g, beta, scale=scale, initial_state=initial_state, use_qk_l2norm=use_qk_l2norm, **knobs)
+    bounds = cu_seqlens.tolist()
+    if padding_updates_state:
+        bounds[-1] = q.shape[1]  # the last document runs on through the padding
+    outs, states, state = [], [], None
+    for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        h0 = initial_state[i:i + 1] if reset_between_documents or state is None else state
+        out, state = _one_sequence(q[:, start:end], k[:, start:end], v[:, start:end], g[:, start:end], beta[:, start:end],
+                                   scale=scale, initial_state=h0, use_qk_l2norm=use_qk_l2norm, **knobs)
+        outs.append(out)
+        states.append(state)
+    outs.append(v.new_zeros(1, q.shape[1] - bounds[-1], v.shape[2], v.shape[3]))
+    return torch.cat(outs, 1), torch.cat(states, 0)
+
+
+def _one_sequence(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm,
                       decay_after_update=False, use_beta=True, use_initial_state=True, chunk_readds_initial=0,
                       state_dtype=None, initial_state_transposed=False, detach=()):
     """Correct with the defaults (computes in the input dtype); each keyword after use_qk_l2norm is a bug knob."""
@@ -41,7 +60,8 @@ def plain_gated_delta(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm,
         if state_dtype is not None:
             state = state.to(state_dtype).to(q.dtype)
         outs.append(torch.einsum("bhkv,bhk->bhv", state, scale * q[:, t]))
-    return torch.stack(outs, 1), state
+    out = torch.stack(outs, 1) if outs else v.new_zeros(v.shape[0], 0, v.shape[2], v.shape[3])
+    return out, state
 
 
 def decay_after_update(*a, **kw):
@@ -74,3 +94,11 @@ def beta_gradient_lost(*a, **kw):
 
 def gate_gradient_lost(*a, **kw):
     return plain_gated_delta(*a, **kw, detach=("g",))
+
+
+def state_not_reset_between_documents(*a, **kw):
+    return plain_gated_delta(*a, **kw, reset_between_documents=False)
+
+
+def padding_updates_the_state(*a, **kw):
+    return plain_gated_delta(*a, **kw, padding_updates_state=True)

@@ -12,6 +12,7 @@ from harness.tolerance import ERROR, FAIL, PASS, UNSUPPORTED
 from reference.gated_delta import gated_delta_rule
 
 LONG = GatedDeltaCase(1, 37, 1, 2, 8, 12, split=20, seed=1)  # Dk != Dv, grouped heads, random h0, split
+PACKED = GatedDeltaCase(1, 20, 1, 2, 8, 12, documents=(7, 0, 1, 9), padding=3, seed=6)  # varlen with padding
 ORACLES = OracleCache()
 
 
@@ -33,6 +34,21 @@ CAUGHT = [
 ]
 
 
+CAUGHT_VARLEN = [
+    (m.state_not_reset_between_documents, "OUT:out", []),
+    (m.state_not_reset_between_documents, "STATE:final", []),
+    (m.padding_updates_the_state, "STATE:final", ["OUT:out"]),
+]
+
+
+@pytest.mark.parametrize("mutant, catching, passing", CAUGHT_VARLEN, ids=[f"{c[0].__name__}-{c[1]}" for c in CAUGHT_VARLEN])
+def test_varlen_check_catches_mutant(mutant, catching, passing):
+    records = _records(mutant, PACKED)
+    assert records[catching].status in (FAIL, ERROR), records[catching]
+    for key in passing:
+        assert records[key].status == PASS, records[key]
+
+
 @pytest.mark.parametrize("mutant, catching, passing", CAUGHT, ids=[f"{c[0].__name__}-{c[1]}" for c in CAUGHT])
 def test_check_catches_mutant(mutant, catching, passing):
     records = _records(mutant, LONG)
@@ -42,7 +58,7 @@ def test_check_catches_mutant(mutant, catching, passing):
 
 
 @pytest.mark.parametrize("case", [LONG, GatedDeltaCase(2, 5, 2, 2, 8, 8, channel_gate=True, gates="extreme", split=2, seed=2),
-                                  GatedDeltaCase(1, 9, 1, 1, 8, 8, l2norm=True, gates="zero", seed=3)], ids=lambda c: c.id)
+                                  GatedDeltaCase(1, 9, 1, 1, 8, 8, l2norm=True, gates="zero", seed=3), PACKED], ids=lambda c: c.id)
 def test_a_correct_differentiable_implementation_passes_every_check(case):
     records = _records(m.plain_gated_delta, case)
     assert {r.status for r in records.values()} == {PASS}, {k: r.detail for k, r in records.items() if r.status != PASS}
@@ -105,7 +121,7 @@ def test_oracle_equals_a_loop_over_heads_and_batch_with_grouped_heads():
 
 
 def test_case_ids_round_trip():
-    for case in (LONG, GatedDeltaCase(2, 5, 2, 2, 8, 8, channel_gate=True, gates="extreme", initial_state=False, l2norm=True, seed=9)):
+    for case in (LONG, PACKED, GatedDeltaCase(2, 5, 2, 2, 8, 8, channel_gate=True, gates="extreme", initial_state=False, l2norm=True, seed=9)):
         assert case_from_id(case.id) == case
     with pytest.raises(ValueError, match="malformed gated delta case id"):
         case_from_id("b1-zz")

@@ -2,12 +2,15 @@
 
 Adapter contract (tensors on the variant's device, in the case dtype)::
 
-    fn(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm) -> (out, final_state)
+    fn(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, cu_seqlens) -> (out, final_state)
 
     q, k [B, T, H, K]    v [B, T, HV, V] (HV a multiple of H; value head h reads key head h // (HV // H))
     g    [B, T, HV] (one log-decay per head) or [B, T, HV, K] (per key channel), g <= 0
     beta [B, T, HV]      initial_state [B, HV, K, V] (key channels x value channels)
     out  [B, T, HV, V]   final_state [B, HV, K, V]
+    cu_seqlens  None, or int32 [N+1] canonical: B = 1 packed row of N documents, the
+                state reset at each boundary, initial/final state [N, HV, K, V]; tokens
+                past cu_seqlens[-1] are padding that must not update any state
 
 Decay is applied before the update; see the oracle's docstring for the equation.
 Checks: OUT, STATE (final state), FIN, GRAD (q, k, v, g, beta, initial_state, through
@@ -48,6 +51,8 @@ class GatedDeltaCase:
     initial_state: bool = True
     l2norm: bool = False
     split: int = 0  # SPLIT cuts the sequence here (0: no SPLIT check)
+    documents: tuple[int, ...] = ()  # varlen: document lengths of one packed row (batch 1)
+    padding: int = 0  # tokens after the last document
     dtype: str = "float32"
     seed: int = 0
 
@@ -65,6 +70,12 @@ class GatedDeltaCase:
             problems.append(f"dtype {self.dtype!r}")
         if not 0 <= self.split < max(self.length, 1):
             problems.append(f"split {self.split} must be in [0, {self.length})")
+        object.__setattr__(self, "documents", tuple(self.documents))
+        if self.padding and not self.documents:
+            problems.append("padding needs documents (cu_seqlens)")
+        if self.documents:
+            if self.batch != 1 or self.split or sum(self.documents) + self.padding != self.length or min(self.documents, default=0) < 0:
+                problems.append("varlen cases need batch 1, no split, and length = sum(documents) + padding")
         if problems:
             raise ValueError("invalid gated delta case: " + "; ".join(problems))
 
@@ -75,13 +86,18 @@ class GatedDeltaCase:
         parts += [name for name, on in (("h0", self.initial_state), ("l2", self.l2norm)) if on]
         if self.split:
             parts.append(f"cut{self.split}")
+        if self.documents:
+            parts.append("docs" + "_".join(map(str, self.documents)))
+        if self.padding:
+            parts.append(f"pad{self.padding}")
         return "-".join(parts + [f"s{self.seed}"])
 
     def describe(self) -> str:
         return (f"B={self.batch}, T={self.length}, H={self.heads_k}, HV={self.heads_v}, K={self.dim_k}, V={self.dim_v}, "
                 f"{'per-channel' if self.channel_gate else 'per-head'} {self.gates} gates, "
                 f"{'random' if self.initial_state else 'zero'} initial state{', in-kernel L2 norm' if self.l2norm else ''}"
-                f"{f', split at {self.split}' if self.split else ''}, {self.dtype}, seed {self.seed}")
+                f"{f', split at {self.split}' if self.split else ''}"
+                f"{f', documents {list(self.documents)} + {self.padding} padding' if self.documents else ''}, {self.dtype}, seed {self.seed}")
 
     def params(self) -> dict:
         return asdict(self)
@@ -106,6 +122,10 @@ def case_from_id(text: str) -> GatedDeltaCase:
                 fields["l2norm"] = True
             elif token.startswith("cut"):
                 fields["split"] = int(token[3:])
+            elif token.startswith("docs"):
+                fields["documents"] = tuple(int(n) for n in token[4:].split("_"))
+            elif token.startswith("pad"):
+                fields["padding"] = int(token[3:])
             elif token[:1] == "h":
                 fields["heads_k"], fields["heads_v"] = (int(x) for x in token[1:].split("x"))
             elif token[:1] == "k" and "v" in token:
@@ -123,7 +143,8 @@ def case_from_id(text: str) -> GatedDeltaCase:
 def case_features(case: GatedDeltaCase) -> frozenset[str]:
     features = {f"gates:{case.gates}", "channel_gate" if case.channel_gate else "head_gate"}
     for name, on in (("grouped_heads", case.heads_v != case.heads_k), ("dk!=dv", case.dim_k != case.dim_v),
-                     ("initial_state", case.initial_state), ("l2norm", case.l2norm), ("split", bool(case.split))):
+                     ("initial_state", case.initial_state), ("l2norm", case.l2norm), ("split", bool(case.split)),
+                     ("varlen", bool(case.documents)), ("padding", bool(case.padding))):
         if on:
             features.add(name)
     return frozenset(features)
@@ -135,6 +156,7 @@ def make_inputs(case: GatedDeltaCase) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(case.seed)
     dtype = TORCH_DTYPES[case.dtype]
     B, T, H, HV, K, V = case.batch, case.length, case.heads_k, case.heads_v, case.dim_k, case.dim_v
+    N = len(case.documents) or B  # initial and final states: one per document, else one per batch row
 
     def randn(*shape):
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
@@ -154,12 +176,18 @@ def make_inputs(case: GatedDeltaCase) -> dict[str, torch.Tensor]:
         k = k / k.norm(dim=-1, keepdim=True)
     return {"q": rounded(randn(B, T, H, K)), "k": rounded(k), "v": rounded(randn(B, T, HV, V)), "g": rounded(g),
             "beta": rounded(torch.sigmoid(randn(B, T, HV))),
-            "initial_state": rounded(randn(B, HV, K, V) * 0.5 if case.initial_state else torch.zeros(B, HV, K, V, dtype=torch.float64)),
-            "dout": rounded(randn(B, T, HV, V)), "dstate": rounded(randn(B, HV, K, V))}
+            "initial_state": rounded(randn(N, HV, K, V) * 0.5 if case.initial_state else torch.zeros(N, HV, K, V, dtype=torch.float64)),
+            "dout": rounded(randn(B, T, HV, V)), "dstate": rounded(randn(N, HV, K, V))}
 
 
-def _kwargs(case):
-    return dict(scale=1.0 / math.sqrt(case.dim_k), use_qk_l2norm=case.l2norm)
+def _cu_seqlens(case, device="cpu"):
+    if not case.documents:
+        return None
+    return torch.tensor([0, *torch.tensor(case.documents).cumsum(0).tolist()], dtype=torch.int32, device=device)
+
+
+def _kwargs(case, device="cpu"):
+    return dict(scale=1.0 / math.sqrt(case.dim_k), use_qk_l2norm=case.l2norm, cu_seqlens=_cu_seqlens(case, device))
 
 
 def _reference(case, x, dtype, grads=True):
@@ -201,7 +229,7 @@ def checks_for(case: GatedDeltaCase) -> list[CheckSpec]:
 class _Family:
     name = "gated_delta"
     positional = ("q", "k", "v", "g", "beta")
-    keywords = ("scale", "initial_state", "use_qk_l2norm")
+    keywords = ("scale", "initial_state", "use_qk_l2norm", "cu_seqlens")
     case_type = GatedDeltaCase
     contract = __doc__
 
@@ -220,7 +248,7 @@ class _Family:
 
         def call(inputs):
             result = fn(inputs["q"], inputs["k"], inputs["v"], inputs["g"], inputs["beta"],
-                        initial_state=inputs["initial_state"], **_kwargs(case))
+                        initial_state=inputs["initial_state"], **_kwargs(case, device))
             if not (isinstance(result, tuple) and len(result) == 2):
                 raise TypeError("the adapter must return (out, final_state)")
             return result
@@ -244,13 +272,14 @@ class _Family:
                 torch.autograd.backward([out, state], [x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype)])
                 grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
             out, state = out.detach().cpu(), state.detach().cpu()
+            rows = slice(0, case.length - case.padding)  # padding outputs are not compared
             for s in specs:
                 if s.key == "OUT:out":
-                    r = compare("OUT", "out", out, truth["out"], base["out"], dtype)
+                    r = compare("OUT", "out", out[:, rows], truth["out"][:, rows], base["out"][:, rows], dtype)
                 elif s.key == "STATE:final":
                     r = compare("STATE", "final", state, truth["state"], base["state"], dtype)
                 elif s.key == "FIN:out":
-                    r = all_finite("FIN", "out", {"out": out, "final_state": state})
+                    r = all_finite("FIN", "out", {"out": out[:, rows], "final_state": state})
                 elif s.key == "FIN:grads":
                     r = all_finite("FIN", "grads", grads)
                 else:

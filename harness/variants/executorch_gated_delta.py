@@ -17,6 +17,7 @@ REQUIRES = ("executorch.extension.llm.custom_ops.custom_ops",)
 LIMITATIONS = [
     Limitation("the op has no autograd formula", checks={"backward"}),
     Limitation("no in-kernel L2 normalisation of q and k", features={"l2norm"}),
+    Limitation("no cu_seqlens: one sequence per batch row", features={"varlen", "padding"}),
 ]
 
 
@@ -36,13 +37,13 @@ def _call(op, q, k, v, decay, beta, initial_state, scale):
 @variant("gated_delta", "executorch_gated_delta_rule", requires=REQUIRES, dtypes=("float32",), limitations=LIMITATIONS + [
     Limitation("llama.gated_delta_rule takes one gate per head; per-channel gates are the channelwise op", features={"channel_gate"}),
 ])
-def executorch_gated_delta_rule(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm):
+def executorch_gated_delta_rule(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, cu_seqlens):
     """torch.ops.llama.gated_delta_rule (per-head gate)."""
     return _call(torch.ops.llama.gated_delta_rule, q, k, v, torch.exp(g), beta, initial_state, scale)
 
 
 @variant("gated_delta", "executorch_channelwise_gated_delta_rule", requires=REQUIRES, dtypes=("float32",),
          limitations=LIMITATIONS + [Limitation("the channelwise op takes per-key-channel gates", features={"head_gate"})])
-def executorch_channelwise_gated_delta_rule(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm):
+def executorch_channelwise_gated_delta_rule(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, cu_seqlens):
     """torch.ops.llama.channelwise_gated_delta_rule (per-key-channel gate)."""
     return _call(torch.ops.llama.channelwise_gated_delta_rule, q, k, v, torch.exp(g), beta, initial_state, scale)
