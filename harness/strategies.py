@@ -76,3 +76,26 @@ def documents_cases(draw, dtypes=("float32", "bfloat16", "float16"), causal=st.j
     return DocumentsCase(heads_kv * draw(st.sampled_from([1, 2, 3])), heads_kv, head_dim,
                          draw(st.sampled_from([head_dim, 24])), documents=documents, slack=slack, boundaries=boundaries,
                          dtype=draw(st.sampled_from(dtypes)), causal=draw(causal), seed=draw(st.integers(0, 2**16)))
+
+
+@st.composite
+def gated_delta_cases(draw, dtypes=("float32",), max_length: int = 70):
+    """Lengths around chunk sizes, Dk == Dv and Dk != Dv, gate sweeps, grouped value
+    heads, zero or random initial state, and varlen rows with padding."""
+    from harness.families.gated_delta import GATES, GatedDeltaCase
+
+    heads_k = draw(st.integers(1, 2))
+    dim_k = draw(st.sampled_from([8, 16]))
+    common = dict(heads_k=heads_k, heads_v=heads_k * draw(st.sampled_from([1, 2, 3])), dim_k=dim_k,
+                  dim_v=draw(st.sampled_from([dim_k, 12])), channel_gate=draw(st.booleans()), gates=draw(st.sampled_from(GATES)),
+                  initial_state=draw(st.booleans()), l2norm=draw(st.booleans()), dtype=draw(st.sampled_from(dtypes)),
+                  seed=draw(st.integers(0, 2**16)))
+    if draw(st.booleans()):
+        length = draw(st.integers(1, max_length) | st.sampled_from([1, 2, 3, 63, 64, 65]))
+        split = draw(st.integers(0, length - 1))
+        return GatedDeltaCase(batch=draw(st.integers(1, 2)), length=length, split=split, **common)
+    documents = tuple(draw(st.lists(st.integers(0, 20), min_size=1, max_size=4)))
+    padding = draw(st.integers(0, 3))
+    if sum(documents) + padding == 0:
+        documents = documents[:-1] + (1,)
+    return GatedDeltaCase(batch=1, length=sum(documents) + padding, documents=documents, padding=padding, **common)

@@ -2,12 +2,14 @@
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
 
 import mutants_gated_delta as m
 from harness.families import get_family
 from harness.families.gated_delta import GatedDeltaCase, case_from_id
 from harness.registry import Variant, variants
 from harness.runner import OracleCache, evaluate
+from harness.strategies import gated_delta_cases
 from harness.tolerance import ERROR, FAIL, PASS, UNSUPPORTED
 from reference.gated_delta import gated_delta_rule
 
@@ -151,3 +153,12 @@ def test_the_chunked_twin_refuses_per_channel_gates():
     x = torch.zeros(1, 2, 1, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="one gate per head"):
         chunked_gated_delta_rule(x, x, x, torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1))
+
+
+@pytest.mark.parametrize("name", ["chunked_twin", "executorch_gated_delta_rule", "executorch_channelwise_gated_delta_rule"])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=gated_delta_cases())
+def test_implementations_pass_drawn_cases(name, case):
+    (variant,) = variants("gated_delta", [name])
+    bad = [r for r in evaluate(case, variant, ORACLES) if r.status in (FAIL, ERROR)]
+    assert not bad, [(r.check, r.target, r.detail, r.reproduce) for r in bad]

@@ -197,9 +197,16 @@ def _reference(case, x, dtype, grads=True):
                                   initial_state=leaves["initial_state"], **_kwargs(case))
     result = {"out": out.detach(), "state": state.detach()}
     if grads:
-        torch.autograd.backward([out, state], [x["dout"].to(dtype), x["dstate"].to(dtype)])
-        result.update({f"d{n}": leaves[n].grad for n in INPUTS})
+        _backward(out, state, x["dout"].to(dtype), x["dstate"].to(dtype))
+        result.update({f"d{n}": leaves[n].grad if leaves[n].grad is not None else torch.zeros_like(leaves[n]) for n in INPUTS})
     return result
+
+
+def _backward(out, state, dout, dstate):
+    """Backward through whichever outputs depend on the inputs (all-padding rows may not)."""
+    pairs = [(t, d) for t, d in ((out, dout), (state, dstate)) if t.requires_grad]
+    if pairs:
+        torch.autograd.backward([t for t, _ in pairs], [d for _, d in pairs])
 
 
 @dataclass
@@ -269,7 +276,7 @@ class _Family:
             out, state = call(leaves)
             grads = {}
             if need_grad:
-                torch.autograd.backward([out, state], [x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype)])
+                _backward(out, state, x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype))
                 grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
             out, state = out.detach().cpu(), state.detach().cpu()
             rows = slice(0, case.length - case.padding)  # padding outputs are not compared
