@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
+from typing import Callable
 
 # name -> module; imported on first use so that listing families is cheap.
 _MODULES = {
@@ -71,3 +72,38 @@ def signature_problem(fn, positional: tuple[str, ...], keywords: tuple[str, ...]
     if missing:
         return f"the adapter must accept keyword argument(s) {', '.join(missing)} (contract: fn({', '.join(positional)}, *, {', '.join(keywords)}))"
     return ""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family's contract and its functions; each family module defines ``FAMILY = Family(...)``."""
+
+    name: str
+    positional: tuple[str, ...]  # the adapter's positional tensors
+    keywords: tuple[str, ...]  # the keyword arguments it must accept
+    case_type: type
+    contract: str  # the module docstring: shapes and conventions
+    case_from_id: Callable
+    case_features: Callable
+    checks_for: Callable
+    oracle: Callable
+    run: Callable
+
+    def signature_problem(self, fn) -> str:
+        return signature_problem(fn, self.positional, self.keywords)
+
+
+def run_guarded(results: dict, wanted: list, specs: list, body: Callable) -> None:
+    """Call ``body`` with the wanted ones among ``specs``; if the variant raises, each of
+    them gets an ``error`` comparison saying what it raised (a result, not a crash)."""
+    from harness.tolerance import ERROR, Comparison
+
+    here = [s for s in specs if s in wanted]
+    if not here:
+        return
+    try:
+        body(here)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        for spec in here:
+            results.setdefault(spec.key, Comparison(spec.check, spec.target, ERROR, detail=f"{type(exc).__name__}: {text}"[:500]))

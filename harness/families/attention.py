@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from harness.families import CheckSpec, signature_problem
-from harness.tolerance import ERROR, Comparison, all_finite, compare, exact_zero
+from harness.families import CheckSpec, Family, run_guarded
+from harness.tolerance import Comparison, all_finite, compare, exact_zero
 from reference.attention import attention, visibility
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -295,104 +295,86 @@ def _poisoned(x: torch.Tensor, unseen: torch.Tensor, value: float) -> torch.Tens
     return x.masked_fill(unseen, value)
 
 
-class _Family:
-    name = "attention"
-    positional = ("q", "k", "v")
-    keywords = ("scale", "causal", "window", "alignment", "mask", "softcap")
-    case_type = AttentionCase
-    contract = __doc__
+def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
+    """Run ``fn`` as the wanted checks need and compare each result with the oracle."""
+    dtype = TORCH_DTYPES[case.dtype]
+    inputs = oracle.inputs
+    results: dict[str, Comparison] = {}
 
-    case_from_id = staticmethod(case_from_id)
-    case_features = staticmethod(case_features)
-    checks_for = staticmethod(checks_for)
-    oracle = staticmethod(oracle)
+    def on_device(x):
+        if x is None:
+            return None
+        return x.to(device=device, dtype=dtype if x.dtype.is_floating_point else x.dtype, copy=True)
 
-    def signature_problem(self, fn) -> str:
-        return signature_problem(fn, self.positional, self.keywords)
+    def call(q, k, v):
+        out = fn(q, k, v, **_kwargs(case, on_device(inputs["mask"])))
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
+        return out
 
-    def run(self, case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
-        """Run ``fn`` as the wanted checks need and compare each result with the oracle."""
-        dtype = TORCH_DTYPES[case.dtype]
-        inputs = oracle.inputs
-        results: dict[str, Comparison] = {}
+    def guarded(specs, body):
+        run_guarded(results, wanted, specs, body)
 
-        def on_device(x):
-            if x is None:
-                return None
-            return x.to(device=device, dtype=dtype if x.dtype.is_floating_point else x.dtype, copy=True)
+    def base_run(specs):
+        need_grad = any(s.backward for s in specs)
+        leaves = {n: on_device(inputs[n]).requires_grad_(need_grad) for n in ("q", "k", "v")}
+        out = call(leaves["q"], leaves["k"], leaves["v"])
+        grads = {}
+        if need_grad:
+            out.backward(on_device(inputs["dout"]))
+            grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
+        out = out.detach().cpu()
+        for spec in specs:
+            if spec.key == "OUT:out":
+                result = compare("OUT", "out", out, oracle.out, oracle.base_out, dtype)
+            elif spec.key == "FIN:out":
+                result = all_finite("FIN", "out", {"out": out})
+            elif spec.key == "FIN:grads":
+                result = all_finite("FIN", "grads", grads)
+            elif spec.check == "GRAD":
+                result = compare("GRAD", spec.target, grads[spec.target], oracle.grads[spec.target],
+                                 oracle.base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude)
+            elif spec.key == "ZERO:out":
+                result = exact_zero("ZERO", "out", out, oracle.fully_masked_rows)
+            elif spec.key == "ZERO:dq":
+                result = exact_zero("ZERO", "dq", grads["dq"], oracle.fully_masked_rows)
+            else:  # ZERO:dk, ZERO:dv
+                result = exact_zero("ZERO", spec.target, grads[spec.target], oracle.unseen_keys)
+            results[spec.key] = result
 
-        def call(q, k, v):
-            out = fn(q, k, v, **_kwargs(case, on_device(inputs["mask"])))
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
-            return out
+    def invariance_run(specs):
+        for spec in specs:
+            k = _poisoned(on_device(inputs["k"]), oracle.unseen_keys.to(device), POISON_KEY)
+            v = _poisoned(on_device(inputs["v"]), oracle.unseen_keys.to(device), POISON_VALUE)
+            out = call(on_device(inputs["q"]), k, v).detach().cpu()
+            results[spec.key] = compare("INV", spec.target, out, oracle.out, oracle.base_out, dtype)
 
-        def guarded(specs, body):
-            wanted_here = [s for s in specs if s in wanted]
-            if not wanted_here:
-                return
-            try:
-                body(wanted_here)
-            except Exception as exc:  # the variant's failure is a result, not a crash
-                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
-                for spec in wanted_here:
-                    results.setdefault(spec.key, Comparison(spec.check, spec.target, ERROR, detail=message))
+    def layout_run(specs):
+        for spec in specs:
+            if spec.target == "strided":
+                q, k, v = (_strided(on_device(inputs[n])) for n in ("q", "k", "v"))
+                expected, baseline = oracle.out, oracle.base_out
+            else:
+                dim = _expand_dim(case)
+                q = on_device(inputs["q"])
+                k, v = (_expanded(on_device(inputs[n]), dim) for n in ("k", "v"))
+                expected, baseline = oracle.expanded_out, oracle.expanded_base_out
+            out = call(q, k, v).detach().cpu()
+            results[spec.key] = compare("LAYOUT", spec.target, out, expected, baseline, dtype)
 
-        def base_run(specs):
-            need_grad = any(s.backward for s in specs)
-            leaves = {n: on_device(inputs[n]).requires_grad_(need_grad) for n in ("q", "k", "v")}
-            out = call(leaves["q"], leaves["k"], leaves["v"])
-            grads = {}
-            if need_grad:
-                out.backward(on_device(inputs["dout"]))
-                grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
-            out = out.detach().cpu()
-            for spec in specs:
-                if spec.key == "OUT:out":
-                    result = compare("OUT", "out", out, oracle.out, oracle.base_out, dtype)
-                elif spec.key == "FIN:out":
-                    result = all_finite("FIN", "out", {"out": out})
-                elif spec.key == "FIN:grads":
-                    result = all_finite("FIN", "grads", grads)
-                elif spec.check == "GRAD":
-                    result = compare("GRAD", spec.target, grads[spec.target], oracle.grads[spec.target],
-                                     oracle.base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude)
-                elif spec.key == "ZERO:out":
-                    result = exact_zero("ZERO", "out", out, oracle.fully_masked_rows)
-                elif spec.key == "ZERO:dq":
-                    result = exact_zero("ZERO", "dq", grads["dq"], oracle.fully_masked_rows)
-                else:  # ZERO:dk, ZERO:dv
-                    result = exact_zero("ZERO", spec.target, grads[spec.target], oracle.unseen_keys)
-                results[spec.key] = result
-
-        def invariance_run(specs):
-            for spec in specs:
-                k = _poisoned(on_device(inputs["k"]), oracle.unseen_keys.to(device), POISON_KEY)
-                v = _poisoned(on_device(inputs["v"]), oracle.unseen_keys.to(device), POISON_VALUE)
-                out = call(on_device(inputs["q"]), k, v).detach().cpu()
-                results[spec.key] = compare("INV", spec.target, out, oracle.out, oracle.base_out, dtype)
-
-        def layout_run(specs):
-            for spec in specs:
-                if spec.target == "strided":
-                    q, k, v = (_strided(on_device(inputs[n])) for n in ("q", "k", "v"))
-                    expected, baseline = oracle.out, oracle.base_out
-                else:
-                    dim = _expand_dim(case)
-                    q = on_device(inputs["q"])
-                    k, v = (_expanded(on_device(inputs[n]), dim) for n in ("k", "v"))
-                    expected, baseline = oracle.expanded_out, oracle.expanded_base_out
-                out = call(q, k, v).detach().cpu()
-                results[spec.key] = compare("LAYOUT", spec.target, out, expected, baseline, dtype)
-
-        base_specs = [s for s in wanted if s.check in ("OUT", "FIN", "GRAD", "ZERO")]
-        guarded(base_specs, base_run)
-        for spec in wanted:
-            if spec.check == "INV":
-                guarded([spec], invariance_run)
-            elif spec.check == "LAYOUT":
-                guarded([spec], layout_run)
-        return results
+    base_specs = [s for s in wanted if s.check in ("OUT", "FIN", "GRAD", "ZERO")]
+    guarded(base_specs, base_run)
+    for spec in wanted:
+        if spec.check == "INV":
+            guarded([spec], invariance_run)
+        elif spec.check == "LAYOUT":
+            guarded([spec], layout_run)
+    return results
 
 
-FAMILY = _Family()
+FAMILY = Family(
+    name="attention", positional=("q", "k", "v"),
+    keywords=("scale", "causal", "window", "alignment", "mask", "softcap"),
+    case_type=AttentionCase, contract=__doc__, case_from_id=case_from_id, case_features=case_features,
+    checks_for=checks_for, oracle=oracle, run=run,
+)

@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from harness.families import CheckSpec, signature_problem
+from harness.families import CheckSpec, Family, run_guarded
 from harness.layouts import DocumentLayout, MicroStep
-from harness.tolerance import ERROR, FAIL, Comparison, all_finite, compare, exact_zero
+from harness.tolerance import FAIL, Comparison, all_finite, compare, exact_zero
 from reference.attention import attention
 from reference.documents import document_attention
 
@@ -260,135 +260,112 @@ def _worst_document(step: MicroStep, comparison: Comparison) -> Comparison:
     return Comparison(**{**comparison.__dict__, "detail": (comparison.detail + "; " if comparison.detail else "") + where})
 
 
-class _Family:
-    name = "documents"
-    positional = ("q", "k", "v")
-    keywords = ("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k", "first_document_begin", "scale", "causal")
-    case_type = DocumentsCase
-    contract = __doc__
+def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
+    dtype = TORCH_DTYPES[case.dtype]
+    x = oracle.inputs
+    step = case.step
+    docs = _document_rows(step)
+    results: dict[str, Comparison] = {}
 
-    case_from_id = staticmethod(case_from_id)
-    case_features = staticmethod(case_features)
-    checks_for = staticmethod(checks_for)
-    oracle = staticmethod(oracle)
+    def on_device(t, grad=False):
+        return t.to(device=device, dtype=dtype, copy=True).requires_grad_(grad)
 
-    def signature_problem(self, fn) -> str:
-        return signature_problem(fn, self.positional, self.keywords)
+    def call(the_step, q, k, v):
+        out = fn(q, k, v, **_step_kwargs(case, the_step, device))
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
+        return out
 
-    def run(self, case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
-        dtype = TORCH_DTYPES[case.dtype]
-        x = oracle.inputs
-        step = case.step
-        docs = _document_rows(step)
-        results: dict[str, Comparison] = {}
+    def guarded(specs, body):
+        run_guarded(results, wanted, specs, body)
 
-        def on_device(t, grad=False):
-            return t.to(device=device, dtype=dtype, copy=True).requires_grad_(grad)
+    def base_run(specs):
+        need_grad = any(s.backward for s in specs)
+        q, k, v = on_device(x["q"][step.start:], need_grad), on_device(x["k"], need_grad), on_device(x["v"], need_grad)
+        out = call(step, q, k, v)
+        grads = {}
+        if need_grad:
+            if out.requires_grad:  # an output that depends on no input has zero gradients
+                out.backward(on_device(x["dout"][step.start:]))
+            grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))}
+        out = out.detach().cpu()
+        for spec in specs:
+            if spec.key == "OUT:out":
+                r = _worst_document(step, compare("OUT", "out", out[docs], oracle.step_out[docs], oracle.step_base_out[docs], dtype))
+            elif spec.key == "PACK:documents":
+                r = _worst_document(step, compare("PACK", "documents", out[docs], oracle.pack_out[docs], oracle.pack_base_out[docs], dtype))
+            elif spec.key == "FIN:out":
+                r = all_finite("FIN", "out", {"out (document rows)": out[docs]})
+            elif spec.key == "FIN:grads":
+                r = all_finite("FIN", "grads", grads)
+            elif spec.check == "GRAD":
+                r = compare("GRAD", spec.target, grads[spec.target], oracle.step_grads[spec.target],
+                            oracle.step_base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude)
+                if spec.target == "dq":
+                    r = _worst_document(step, r)
+            elif spec.key == "ZERO:prefix":
+                prefix = torch.arange(step.len_k)[:, None, None] < step.first_document_begin
+                r = _zero_both("prefix", grads, prefix)
+            else:  # ZERO:slack
+                q_slack = torch.arange(step.len_q)[:, None, None] >= step.query_slack_begin
+                k_slack = torch.arange(step.len_k)[:, None, None] >= step.key_slack_begin
+                r = exact_zero("ZERO", "slack", grads["dq"], q_slack)
+                if r.status != FAIL:
+                    r = _zero_both("slack", grads, k_slack)
+            results[spec.key] = r
 
-        def call(the_step, q, k, v):
-            out = fn(q, k, v, **_step_kwargs(case, the_step, device))
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
-            return out
+    def invariance_run(specs):
+        for spec in specs:
+            q, k, v = on_device(x["q"][step.start:]), on_device(x["k"]), on_device(x["v"])
+            keep = docs
+            if spec.target == "prefix":
+                rows = slice(0, step.first_document_begin)
+                k[rows], v[rows] = POISON_KEY, POISON_VALUE
+            elif spec.target == "slack":
+                q[step.query_slack_begin:] = POISON_VALUE
+                k[step.key_slack_begin:], v[step.key_slack_begin:] = POISON_KEY, POISON_VALUE
+            else:  # other_document: scramble the first document, compare the later ones it must not reach
+                _, rows, keys = next(d for d in step.document_slices() if d[1].stop > d[1].start)
+                gen = torch.Generator().manual_seed(case.seed + 1)
+                q[rows] = torch.randn(q[rows].shape, generator=gen).to(q) * 3
+                k[keys] = torch.randn(k[keys].shape, generator=gen).to(k) * 3
+                v[keys] = torch.randn(v[keys].shape, generator=gen).to(v) * 3
+                keep = torch.ones(step.len_q, dtype=torch.bool)
+                keep[rows] = False
+                keep[step.query_slack_begin:] = False
+            out = call(step, q, k, v).detach().cpu()
+            results[spec.key] = _worst_document(step, compare("INV", spec.target, out[keep], oracle.step_out[keep],
+                                                              oracle.step_base_out[keep], dtype))
 
-        def guarded(specs, body):
-            here = [s for s in specs if s in wanted]
-            if not here:
-                return
-            try:
-                body(here)
-            except Exception as exc:
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                for spec in here:
-                    results.setdefault(spec.key, Comparison(spec.check, spec.target, ERROR, detail=f"{type(exc).__name__}: {text}"[:500]))
+    def split_run(specs):
+        layout = case.layout
+        whole = layout.step(0, layout.total)
+        need_grad = any(s.backward for s in specs)
+        q, k, v = on_device(x["q"], need_grad), on_device(x["k"], need_grad), on_device(x["v"], need_grad)
+        # Each micro-sequence sees the K/V buffer so far as a view of one buffer,
+        # so gradients of every step accumulate into the same rows.
+        outs = [call(s, q[s.start:s.end], k[:s.end], v[:s.end]) for s in layout.steps()]
+        out = torch.cat(outs, dim=0)
+        got = {"out": out.detach().cpu()}
+        if need_grad:
+            if out.requires_grad:
+                out.backward(on_device(x["dout"]))
+            got.update({f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))})
+        rows = _document_rows(whole)
+        for spec in specs:
+            if spec.target == "out":
+                r = compare("SPLIT", "out", got["out"][rows], oracle.whole_out[rows], oracle.whole_base_out[rows], dtype)
+            else:
+                r = compare("SPLIT", spec.target, got[spec.target], oracle.whole_grads[spec.target],
+                            oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
+            results[spec.key] = r
 
-        def base_run(specs):
-            need_grad = any(s.backward for s in specs)
-            q, k, v = on_device(x["q"][step.start:], need_grad), on_device(x["k"], need_grad), on_device(x["v"], need_grad)
-            out = call(step, q, k, v)
-            grads = {}
-            if need_grad:
-                if out.requires_grad:  # an output that depends on no input has zero gradients
-                    out.backward(on_device(x["dout"][step.start:]))
-                grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))}
-            out = out.detach().cpu()
-            for spec in specs:
-                if spec.key == "OUT:out":
-                    r = _worst_document(step, compare("OUT", "out", out[docs], oracle.step_out[docs], oracle.step_base_out[docs], dtype))
-                elif spec.key == "PACK:documents":
-                    r = _worst_document(step, compare("PACK", "documents", out[docs], oracle.pack_out[docs], oracle.pack_base_out[docs], dtype))
-                elif spec.key == "FIN:out":
-                    r = all_finite("FIN", "out", {"out (document rows)": out[docs]})
-                elif spec.key == "FIN:grads":
-                    r = all_finite("FIN", "grads", grads)
-                elif spec.check == "GRAD":
-                    r = compare("GRAD", spec.target, grads[spec.target], oracle.step_grads[spec.target],
-                                oracle.step_base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude)
-                    if spec.target == "dq":
-                        r = _worst_document(step, r)
-                elif spec.key == "ZERO:prefix":
-                    prefix = torch.arange(step.len_k)[:, None, None] < step.first_document_begin
-                    r = _zero_both("prefix", grads, prefix)
-                else:  # ZERO:slack
-                    q_slack = torch.arange(step.len_q)[:, None, None] >= step.query_slack_begin
-                    k_slack = torch.arange(step.len_k)[:, None, None] >= step.key_slack_begin
-                    r = exact_zero("ZERO", "slack", grads["dq"], q_slack)
-                    if r.status != FAIL:
-                        r = _zero_both("slack", grads, k_slack)
-                results[spec.key] = r
-
-        def invariance_run(specs):
-            for spec in specs:
-                q, k, v = on_device(x["q"][step.start:]), on_device(x["k"]), on_device(x["v"])
-                keep = docs
-                if spec.target == "prefix":
-                    rows = slice(0, step.first_document_begin)
-                    k[rows], v[rows] = POISON_KEY, POISON_VALUE
-                elif spec.target == "slack":
-                    q[step.query_slack_begin:] = POISON_VALUE
-                    k[step.key_slack_begin:], v[step.key_slack_begin:] = POISON_KEY, POISON_VALUE
-                else:  # other_document: scramble the first document, compare the later ones it must not reach
-                    _, rows, keys = next(d for d in step.document_slices() if d[1].stop > d[1].start)
-                    gen = torch.Generator().manual_seed(case.seed + 1)
-                    q[rows] = torch.randn(q[rows].shape, generator=gen).to(q) * 3
-                    k[keys] = torch.randn(k[keys].shape, generator=gen).to(k) * 3
-                    v[keys] = torch.randn(v[keys].shape, generator=gen).to(v) * 3
-                    keep = torch.ones(step.len_q, dtype=torch.bool)
-                    keep[rows] = False
-                    keep[step.query_slack_begin:] = False
-                out = call(step, q, k, v).detach().cpu()
-                results[spec.key] = _worst_document(step, compare("INV", spec.target, out[keep], oracle.step_out[keep],
-                                                                  oracle.step_base_out[keep], dtype))
-
-        def split_run(specs):
-            layout = case.layout
-            whole = layout.step(0, layout.total)
-            need_grad = any(s.backward for s in specs)
-            q, k, v = on_device(x["q"], need_grad), on_device(x["k"], need_grad), on_device(x["v"], need_grad)
-            # Each micro-sequence sees the K/V buffer so far as a view of one buffer,
-            # so gradients of every step accumulate into the same rows.
-            outs = [call(s, q[s.start:s.end], k[:s.end], v[:s.end]) for s in layout.steps()]
-            out = torch.cat(outs, dim=0)
-            got = {"out": out.detach().cpu()}
-            if need_grad:
-                if out.requires_grad:
-                    out.backward(on_device(x["dout"]))
-                got.update({f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))})
-            rows = _document_rows(whole)
-            for spec in specs:
-                if spec.target == "out":
-                    r = compare("SPLIT", "out", got["out"][rows], oracle.whole_out[rows], oracle.whole_base_out[rows], dtype)
-                else:
-                    r = compare("SPLIT", spec.target, got[spec.target], oracle.whole_grads[spec.target],
-                                oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
-                results[spec.key] = r
-
-        guarded([s for s in wanted if s.check in ("OUT", "PACK", "FIN", "GRAD", "ZERO")], base_run)
-        for spec in wanted:
-            if spec.check == "INV":
-                guarded([spec], invariance_run)
-        guarded([s for s in wanted if s.check == "SPLIT"], split_run)
-        return results
+    guarded([s for s in wanted if s.check in ("OUT", "PACK", "FIN", "GRAD", "ZERO")], base_run)
+    for spec in wanted:
+        if spec.check == "INV":
+            guarded([spec], invariance_run)
+    guarded([s for s in wanted if s.check == "SPLIT"], split_run)
+    return results
 
 
 def _zero_both(target: str, grads: dict, rows: torch.Tensor) -> Comparison:
@@ -399,4 +376,9 @@ def _zero_both(target: str, grads: dict, rows: torch.Tensor) -> Comparison:
     return r
 
 
-FAMILY = _Family()
+FAMILY = Family(
+    name="documents", positional=("q", "k", "v"),
+    keywords=("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k", "first_document_begin", "scale", "causal"),
+    case_type=DocumentsCase, contract=__doc__, case_from_id=case_from_id, case_features=case_features,
+    checks_for=checks_for, oracle=oracle, run=run,
+)

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from harness.families import CheckSpec, signature_problem
-from harness.tolerance import ERROR, Comparison, all_finite, compare
+from harness.families import CheckSpec, Family, run_guarded
+from harness.tolerance import Comparison, all_finite, compare
 from reference.gated_delta import chunked_gated_delta_rule, gated_delta_rule
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -233,83 +233,66 @@ def checks_for(case: GatedDeltaCase) -> list[CheckSpec]:
     return specs
 
 
-class _Family:
-    name = "gated_delta"
-    positional = ("q", "k", "v", "g", "beta")
-    keywords = ("scale", "initial_state", "use_qk_l2norm", "cu_seqlens")
-    case_type = GatedDeltaCase
-    contract = __doc__
+def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Comparison]:
+    dtype = TORCH_DTYPES[case.dtype]
+    x, truth, base = oracle.inputs, oracle.truth, oracle.baseline
+    results: dict[str, Comparison] = {}
 
-    case_from_id = staticmethod(case_from_id)
-    case_features = staticmethod(case_features)
-    checks_for = staticmethod(checks_for)
-    oracle = staticmethod(oracle)
+    def call(inputs):
+        result = fn(inputs["q"], inputs["k"], inputs["v"], inputs["g"], inputs["beta"],
+                    initial_state=inputs["initial_state"], **_kwargs(case, device))
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError("the adapter must return (out, final_state)")
+        return result
 
-    def signature_problem(self, fn) -> str:
-        return signature_problem(fn, self.positional, self.keywords)
+    def guarded(specs, body):
+        run_guarded(results, wanted, specs, body)
 
-    def run(self, case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Comparison]:
-        dtype = TORCH_DTYPES[case.dtype]
-        x, truth, base = oracle.inputs, oracle.truth, oracle.baseline
-        results: dict[str, Comparison] = {}
+    def base_run(specs):
+        need_grad = any(s.backward for s in specs)
+        leaves = {n: x[n].to(device=device, dtype=dtype, copy=True).requires_grad_(need_grad) for n in INPUTS}
+        out, state = call(leaves)
+        grads = {}
+        if need_grad:
+            _backward(out, state, x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype))
+            grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
+        out, state = out.detach().cpu(), state.detach().cpu()
+        rows = slice(0, case.length - case.padding)  # padding outputs are not compared
+        for s in specs:
+            if s.key == "OUT:out":
+                r = compare("OUT", "out", out[:, rows], truth["out"][:, rows], base["out"][:, rows], dtype)
+            elif s.key == "STATE:final":
+                r = compare("STATE", "final", state, truth["state"], base["state"], dtype)
+            elif s.key == "FIN:out":
+                r = all_finite("FIN", "out", {"out": out[:, rows], "final_state": state})
+            elif s.key == "FIN:grads":
+                r = all_finite("FIN", "grads", grads)
+            else:
+                r = compare("GRAD", s.target, grads[s.target], truth[s.target], base[s.target], dtype, magnitude=oracle.grad_magnitude)
+            results[s.key] = r
 
-        def call(inputs):
-            result = fn(inputs["q"], inputs["k"], inputs["v"], inputs["g"], inputs["beta"],
-                        initial_state=inputs["initial_state"], **_kwargs(case, device))
-            if not (isinstance(result, tuple) and len(result) == 2):
-                raise TypeError("the adapter must return (out, final_state)")
-            return result
+    def split_run(specs):
+        cut = case.split
+        inputs = {n: x[n].to(device=device, dtype=dtype, copy=True) for n in INPUTS}
+        first = {n: (t[:, :cut] if n != "initial_state" else t) for n, t in inputs.items()}
+        out_1, state_1 = call(first)
+        second = {n: (t[:, cut:] if n != "initial_state" else state_1) for n, t in inputs.items()}
+        out_2, state_2 = call(second)
+        out = torch.cat([out_1, out_2], dim=1).detach().cpu()
+        for s in specs:
+            if s.target == "out":
+                results[s.key] = compare("SPLIT", "out", out, truth["out"], base["out"], dtype)
+            else:
+                results[s.key] = compare("SPLIT", "state", state_2.detach().cpu(), truth["state"], base["state"], dtype)
 
-        def guarded(specs, body):
-            here = [s for s in specs if s in wanted]
-            if here:
-                try:
-                    body(here)
-                except Exception as exc:
-                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    for s in here:
-                        results.setdefault(s.key, Comparison(s.check, s.target, ERROR, detail=f"{type(exc).__name__}: {text}"[:500]))
-
-        def base_run(specs):
-            need_grad = any(s.backward for s in specs)
-            leaves = {n: x[n].to(device=device, dtype=dtype, copy=True).requires_grad_(need_grad) for n in INPUTS}
-            out, state = call(leaves)
-            grads = {}
-            if need_grad:
-                _backward(out, state, x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype))
-                grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
-            out, state = out.detach().cpu(), state.detach().cpu()
-            rows = slice(0, case.length - case.padding)  # padding outputs are not compared
-            for s in specs:
-                if s.key == "OUT:out":
-                    r = compare("OUT", "out", out[:, rows], truth["out"][:, rows], base["out"][:, rows], dtype)
-                elif s.key == "STATE:final":
-                    r = compare("STATE", "final", state, truth["state"], base["state"], dtype)
-                elif s.key == "FIN:out":
-                    r = all_finite("FIN", "out", {"out": out[:, rows], "final_state": state})
-                elif s.key == "FIN:grads":
-                    r = all_finite("FIN", "grads", grads)
-                else:
-                    r = compare("GRAD", s.target, grads[s.target], truth[s.target], base[s.target], dtype, magnitude=oracle.grad_magnitude)
-                results[s.key] = r
-
-        def split_run(specs):
-            cut = case.split
-            inputs = {n: x[n].to(device=device, dtype=dtype, copy=True) for n in INPUTS}
-            first = {n: (t[:, :cut] if n != "initial_state" else t) for n, t in inputs.items()}
-            out_1, state_1 = call(first)
-            second = {n: (t[:, cut:] if n != "initial_state" else state_1) for n, t in inputs.items()}
-            out_2, state_2 = call(second)
-            out = torch.cat([out_1, out_2], dim=1).detach().cpu()
-            for s in specs:
-                if s.target == "out":
-                    results[s.key] = compare("SPLIT", "out", out, truth["out"], base["out"], dtype)
-                else:
-                    results[s.key] = compare("SPLIT", "state", state_2.detach().cpu(), truth["state"], base["state"], dtype)
-
-        guarded([s for s in wanted if s.check in ("OUT", "STATE", "FIN", "GRAD")], base_run)
-        guarded([s for s in wanted if s.check == "SPLIT"], split_run)
-        return results
+    guarded([s for s in wanted if s.check in ("OUT", "STATE", "FIN", "GRAD")], base_run)
+    guarded([s for s in wanted if s.check == "SPLIT"], split_run)
+    return results
 
 
-FAMILY = _Family()
+
+FAMILY = Family(
+    name="gated_delta", positional=("q", "k", "v", "g", "beta"), keywords=("scale", "initial_state", "use_qk_l2norm", "cu_seqlens"),
+    case_type=GatedDeltaCase, contract=__doc__, case_from_id=case_from_id, case_features=case_features,
+    checks_for=checks_for, oracle=oracle, run=run,
+)

@@ -22,9 +22,9 @@ import math
 
 import torch
 
-from harness.families import CheckSpec, signature_problem
+from harness.families import CheckSpec, Family, run_guarded
 from harness.families import documents as docs
-from harness.tolerance import ERROR, Comparison, all_finite, compare, exact_zero
+from harness.tolerance import Comparison, all_finite, compare, exact_zero
 
 
 def case_features(case) -> frozenset[str]:
@@ -39,42 +39,25 @@ def checks_for(case) -> list[CheckSpec]:
     return specs
 
 
-class _Family:
-    name = "microsequences"
-    positional = ("q", "k", "v")
-    keywords = ("documents", "slack", "boundaries", "scale", "causal")
-    case_type = docs.DocumentsCase
-    contract = __doc__
+def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
+    dtype = docs.TORCH_DTYPES[case.dtype]
+    x = oracle.inputs
+    whole = case.layout.step(0, case.layout.total)
+    rows = slice(0, whole.query_slack_begin)
+    results: dict[str, Comparison] = {}
 
-    case_from_id = staticmethod(docs.case_from_id)
-    case_features = staticmethod(case_features)
-    checks_for = staticmethod(checks_for)
-    oracle = staticmethod(docs.oracle)  # its whole_* fields are this family's truth
-
-    def signature_problem(self, fn) -> str:
-        return signature_problem(fn, self.positional, self.keywords)
-
-    def run(self, case, fn, device, oracle, wanted) -> dict[str, Comparison]:
-        dtype = docs.TORCH_DTYPES[case.dtype]
-        x = oracle.inputs
-        whole = case.layout.step(0, case.layout.total)
-        rows = slice(0, whole.query_slack_begin)
-        need_grad = any(s.backward for s in wanted)
-        try:
-            q, k, v = (x[n].to(device=device, dtype=dtype, copy=True).requires_grad_(need_grad) for n in "qkv")
-            out = fn(q, k, v, documents=case.documents, slack=case.slack, boundaries=case.boundaries,
-                     scale=1.0 / math.sqrt(case.head_dim), causal=case.causal)
-            grads = {}
-            if need_grad:
-                if out.requires_grad:  # an output that depends on no input has zero gradients
-                    out.backward(x["dout"].to(device=device, dtype=dtype))
-                grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))}
-            out = out.detach().cpu()
-        except Exception as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return {s.key: Comparison(s.check, s.target, ERROR, detail=f"{type(exc).__name__}: {text}"[:500]) for s in wanted}
-        results = {}
-        for spec in wanted:
+    def whole_run(specs):
+        need_grad = any(s.backward for s in specs)
+        q, k, v = (x[n].to(device=device, dtype=dtype, copy=True).requires_grad_(need_grad) for n in "qkv")
+        out = fn(q, k, v, documents=case.documents, slack=case.slack, boundaries=case.boundaries,
+                 scale=1.0 / math.sqrt(case.head_dim), causal=case.causal)
+        grads = {}
+        if need_grad:
+            if out.requires_grad:  # an output that depends on no input has zero gradients
+                out.backward(x["dout"].to(device=device, dtype=dtype))
+            grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))}
+        out = out.detach().cpu()
+        for spec in specs:
             if spec.key == "SPLIT:out":
                 r = compare("SPLIT", "out", out[rows], oracle.whole_out[rows], oracle.whole_base_out[rows], dtype)
             elif spec.check == "SPLIT":
@@ -89,7 +72,13 @@ class _Family:
                 r = next((c for c in (exact_zero("ZERO", "slack", grads[n], slack) for n in ("dq", "dk", "dv"))
                           if c.status != "pass"), exact_zero("ZERO", "slack", grads["dq"], slack))
             results[spec.key] = r
-        return results
 
+    run_guarded(results, wanted, wanted, whole_run)
+    return results
 
-FAMILY = _Family()
+FAMILY = Family(
+    name="microsequences", positional=("q", "k", "v"), keywords=("documents", "slack", "boundaries", "scale", "causal"),
+    case_type=docs.DocumentsCase, contract=__doc__, case_from_id=docs.case_from_id, case_features=case_features,
+    checks_for=checks_for, oracle=docs.oracle,  # its whole_* fields are this family's truth
+    run=run,
+)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.registry import Limitation, variant
-from harness.variants._documents import document_ids, document_mask
+from harness.variants._documents import document_mask
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
