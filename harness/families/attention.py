@@ -26,12 +26,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
 from harness.tolerance import Comparison, all_finite, compare, exact_zero
 from reference.attention import attention, visibility
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-_DTYPE_TOKENS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}
 _ALIGN_TOKENS = {"bottom_right": "br", "top_left": "tl"}
 # INV poisons keys that no query may see with large values that stay finite in every
 # dtype through q @ k^T; any leak of them moves the output by orders of magnitude.
@@ -82,7 +81,7 @@ class AttentionCase:
     def id(self) -> str:
         """Short id that ``case_from_id`` turns back into this exact case."""
         parts = [f"b{self.batch}", f"h{self.heads_q}x{self.heads_kv}", f"q{self.len_q}", f"k{self.len_k}",
-                 f"d{self.head_dim}v{self.head_dim_v}", _DTYPE_TOKENS[self.dtype], _ALIGN_TOKENS[self.alignment]]
+                 f"d{self.head_dim}v{self.head_dim_v}", DTYPE_TOKENS[self.dtype], _ALIGN_TOKENS[self.alignment]]
         if self.causal:
             parts.append("causal")
         if self.window is not None:
@@ -114,7 +113,7 @@ class AttentionCase:
 def case_from_id(text: str) -> AttentionCase:
     """Parse an id made by ``AttentionCase.id``; a malformed id gets a ValueError naming the token."""
     fields: dict = {"causal": False}
-    dtypes = {v: k for k, v in _DTYPE_TOKENS.items()}
+    dtypes = {v: k for k, v in DTYPE_TOKENS.items()}
     aligns = {v: k for k, v in _ALIGN_TOKENS.items()}
     try:
         for token in text.split("-"):

@@ -30,14 +30,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
 from harness.layouts import DocumentLayout, MicroStep
 from harness.tolerance import FAIL, Comparison, all_finite, compare, exact_zero
 from reference.attention import attention
 from reference.documents import document_attention
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-_DTYPE_TOKENS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}
 POISON_KEY, POISON_VALUE = 100.0, 1.0e4  # as in the attention family: finite in every dtype
 
 
@@ -81,7 +80,7 @@ class DocumentsCase:
             parts.append(f"t{self.slack}")
         if self.boundaries:
             parts.append("m" + "_".join(map(str, self.boundaries)))
-        parts += [f"h{self.heads_q}x{self.heads_kv}", f"d{self.head_dim}v{self.head_dim_v}", _DTYPE_TOKENS[self.dtype]]
+        parts += [f"h{self.heads_q}x{self.heads_kv}", f"d{self.head_dim}v{self.head_dim_v}", DTYPE_TOKENS[self.dtype]]
         if not self.causal:
             parts.append("full")
         parts.append(f"s{self.seed}")
@@ -108,7 +107,7 @@ class DocumentsCase:
 
 def case_from_id(text: str) -> DocumentsCase:
     fields: dict = {}
-    dtypes = {v: k for k, v in _DTYPE_TOKENS.items()}
+    dtypes = {v: k for k, v in DTYPE_TOKENS.items()}
     try:
         for token in text.split("-"):
             if token.startswith("docs"):

@@ -25,12 +25,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
 from harness.tolerance import Comparison, all_finite, compare
 from reference.gated_delta import chunked_gated_delta_rule, gated_delta_rule
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-_DTYPE_TOKENS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}
 GATES = ("zero", "mild", "extreme")  # g = 0; logsigmoid(N(2, 1)); -(20 + 30 exp(N(0, 1)))
 INPUTS = ("q", "k", "v", "g", "beta", "initial_state")
 # Above this length the oracle uses the chunked twin (per-head gates only), which
@@ -82,7 +81,7 @@ class GatedDeltaCase:
     @property
     def id(self) -> str:
         parts = [f"b{self.batch}", f"t{self.length}", f"h{self.heads_k}x{self.heads_v}", f"k{self.dim_k}v{self.dim_v}",
-                 ("gc-" if self.channel_gate else "gh-") + self.gates, _DTYPE_TOKENS[self.dtype]]
+                 ("gc-" if self.channel_gate else "gh-") + self.gates, DTYPE_TOKENS[self.dtype]]
         parts += [name for name, on in (("h0", self.initial_state), ("l2", self.l2norm)) if on]
         if self.split:
             parts.append(f"cut{self.split}")
@@ -105,7 +104,7 @@ class GatedDeltaCase:
 
 def case_from_id(text: str) -> GatedDeltaCase:
     fields: dict = {"initial_state": False}
-    dtypes = {v: k for k, v in _DTYPE_TOKENS.items()}
+    dtypes = {v: k for k, v in DTYPE_TOKENS.items()}
     tokens = text.split("-")
     try:
         i = 0
