@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 
 _CATALOGUES = {"attention": "cases.attention", "documents": "cases.documents",
-               "microsequences": "cases.microsequences", "gated_delta": "cases.gated_delta"}
+               "microsequences": "cases.microsequences", "gated_delta": "cases.gated_delta",
+               "gdn_block": "cases.gdn_block"}
 
 
 def catalogue(family: str) -> list:

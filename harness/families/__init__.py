@@ -27,6 +27,7 @@ _MODULES = {
     "documents": "harness.families.documents",
     "microsequences": "harness.families.microsequences",
     "gated_delta": "harness.families.gated_delta",
+    "gdn_block": "harness.families.gdn_block",
 }
 
 
