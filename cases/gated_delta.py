@@ -31,3 +31,15 @@ PINNED += [
     GatedDeltaCase(1, 20, 1, 2, 16, 24, documents=(7, 0, 1, 9), padding=3, seed=501),
     GatedDeltaCase(1, 70, 2, 2, 16, 16, documents=(33, 37), seed=502),
 ]
+
+PINNED += [
+    # SPLIT in calls of 64 tokens leaving remainders of 1, 6 and 63.
+    GatedDeltaCase(1, 65, 2, 4, 16, 24, split=64, seed=510),
+    GatedDeltaCase(1, 70, 1, 2, 16, 16, channel_gate=True, split=64, seed=511),
+    GatedDeltaCase(1, 127, 2, 2, 16, 32, split=64, seed=512),
+    # Two tokens; and constant log gates of -5 and -28 (FIN and accuracy where exp underflows in chunked sums).
+    GatedDeltaCase(2, 2, 1, 1, 16, 16, split=1, seed=513),
+    GatedDeltaCase(1, 100, 2, 4, 16, 24, gates="minus5", split=33, seed=514),
+    GatedDeltaCase(1, 100, 2, 2, 16, 16, gates="minus28", split=33, seed=515),
+    GatedDeltaCase(1, 100, 2, 2, 16, 16, channel_gate=True, gates="minus28", split=33, seed=516),
+]

@@ -102,3 +102,10 @@ def state_not_reset_between_documents(*a, **kw):
 
 def padding_updates_the_state(*a, **kw):
     return plain_gated_delta(*a, **kw, padding_updates_state=True)
+
+
+def initial_state_ignored_without_cu_seqlens(q, k, v, g, beta, *, cu_seqlens=None, initial_state, **kw):
+    """Right on packed rows; a plain (non-varlen) call drops its initial state."""
+    if cu_seqlens is None:
+        initial_state = torch.zeros_like(initial_state)
+    return plain_gated_delta(q, k, v, g, beta, cu_seqlens=cu_seqlens, initial_state=initial_state, **kw)

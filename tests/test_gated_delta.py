@@ -28,6 +28,7 @@ CAUGHT = [
     (m.beta_dropped, "OUT:out", []),
     (m.initial_state_ignored, "STATE:final", []),
     (m.initial_state_ignored, "SPLIT:out", []),
+    (m.initial_state_ignored, "SPLIT:tokens_state", []),
     (m.initial_state_counted_twice_across_chunks, "OUT:out", ["FIN:out"]),
     (m.state_kept_in_bf16, "STATE:final", ["FIN:out"]),
     (m.initial_state_read_transposed, "STATE:final", []),
@@ -40,6 +41,7 @@ CAUGHT_VARLEN = [
     (m.state_not_reset_between_documents, "OUT:out", []),
     (m.state_not_reset_between_documents, "STATE:final", []),
     (m.padding_updates_the_state, "STATE:final", ["OUT:out"]),
+    (m.initial_state_ignored_without_cu_seqlens, "PACK:documents", ["OUT:out", "STATE:final"]),
 ]
 
 
@@ -68,8 +70,10 @@ def test_a_correct_differentiable_implementation_passes_every_check(case):
 
 
 def test_every_check_of_the_family_has_a_mutant():
-    produced = {s.check for s in get_family("gated_delta").checks_for(LONG)}
-    assert produced <= {c[1].split(":")[0] for c in CAUGHT} | {"FIN"}
+    family = get_family("gated_delta")
+    produced = {s.check for case in (LONG, PACKED) for s in family.checks_for(case)}
+    caught = {c[1].split(":")[0] for c in CAUGHT + CAUGHT_VARLEN}
+    assert produced <= caught | {"FIN"}  # FIN: test_fin_catches_overflow
 
 
 def test_fin_catches_overflow():

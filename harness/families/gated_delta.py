@@ -30,7 +30,8 @@ from harness.families import CheckSpec, Family, run_guarded
 from harness.tolerance import Comparison, all_finite, compare
 from reference.gated_delta import chunked_gated_delta_rule, gated_delta_rule
 
-GATES = ("zero", "mild", "extreme")  # g = 0; logsigmoid(N(2, 1)); -(20 + 30 exp(N(0, 1)))
+# g = 0; logsigmoid(N(2, 1)); -(20 + 30 exp(N(0, 1))); the constants -5 and -28
+GATES = ("zero", "mild", "extreme", "minus5", "minus28")
 INPUTS = ("q", "k", "v", "g", "beta", "initial_state")
 # Above this length the oracle uses the chunked twin (per-head gates only), which
 # tests/test_gated_delta.py holds to the per-token recurrence; below it, the recurrence.
@@ -49,7 +50,7 @@ class GatedDeltaCase:
     gates: str = "mild"
     initial_state: bool = True
     l2norm: bool = False
-    split: int = 0  # SPLIT cuts the sequence here (0: no SPLIT check)
+    split: int = 0  # SPLIT: calls of this many tokens with the state carried (0: no SPLIT check)
     documents: tuple[int, ...] = ()  # varlen: document lengths of one packed row (batch 1)
     padding: int = 0  # tokens after the last document
     dtype: str = "float32"
@@ -68,7 +69,7 @@ class GatedDeltaCase:
         if self.dtype not in TORCH_DTYPES:
             problems.append(f"dtype {self.dtype!r}")
         if not 0 <= self.split < max(self.length, 1):
-            problems.append(f"split {self.split} must be in [0, {self.length})")
+            problems.append(f"split {self.split} must be in [0, {self.length}): a chunk length shorter than the sequence")
         object.__setattr__(self, "documents", tuple(self.documents))
         if self.padding and not self.documents:
             problems.append("padding needs documents (cu_seqlens)")
@@ -95,7 +96,7 @@ class GatedDeltaCase:
         return (f"B={self.batch}, T={self.length}, H={self.heads_k}, HV={self.heads_v}, K={self.dim_k}, V={self.dim_v}, "
                 f"{'per-channel' if self.channel_gate else 'per-head'} {self.gates} gates, "
                 f"{'random' if self.initial_state else 'zero'} initial state{', in-kernel L2 norm' if self.l2norm else ''}"
-                f"{f', split at {self.split}' if self.split else ''}"
+                f"{f', split into calls of {self.split}' if self.split else ''}"
                 f"{f', documents {list(self.documents)} + {self.padding} padding' if self.documents else ''}, {self.dtype}, seed {self.seed}")
 
     def params(self) -> dict:
@@ -168,6 +169,8 @@ def make_inputs(case: GatedDeltaCase) -> dict[str, torch.Tensor]:
         g = torch.zeros(gate_shape, dtype=torch.float64)
     elif case.gates == "mild":
         g = torch.nn.functional.logsigmoid(randn(*gate_shape) + 2.0)
+    elif case.gates in ("minus5", "minus28"):
+        g = torch.full(gate_shape, -float(case.gates[5:]), dtype=torch.float64)
     else:
         g = -(20.0 + 30.0 * torch.exp(randn(*gate_shape)))
     k = randn(B, T, H, K)
@@ -229,6 +232,10 @@ def checks_for(case: GatedDeltaCase) -> list[CheckSpec]:
     specs += [CheckSpec("GRAD", f"d{n}", True) for n in INPUTS]
     if case.split:
         specs += [CheckSpec("SPLIT", "out"), CheckSpec("SPLIT", "state")]
+    if not case.documents and 1 < case.length <= 128:  # token-by-token prefill (seed 001's sequential fallback)
+        specs += [CheckSpec("SPLIT", "tokens_out"), CheckSpec("SPLIT", "tokens_state")]
+    if case.documents:
+        specs.append(CheckSpec("PACK", "documents"))
     return specs
 
 
@@ -270,22 +277,54 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
                 r = compare("GRAD", s.target, grads[s.target], truth[s.target], base[s.target], dtype, magnitude=oracle.grad_magnitude)
             results[s.key] = r
 
+    def chained(inputs, cuts):
+        """Calls over [cuts[i], cuts[i+1]) with the state carried; returns out and the last state."""
+        outs, state = [], inputs["initial_state"]
+        for start, end in zip(cuts, cuts[1:]):
+            part = {n: (t[:, start:end] if n != "initial_state" else state) for n, t in inputs.items()}
+            out, state = call(part)
+            outs.append(out)
+        return torch.cat(outs, dim=1).detach().cpu(), state.detach().cpu()
+
     def split_run(specs):
-        cut = case.split
         inputs = {n: x[n].to(device=device, dtype=dtype, copy=True) for n in INPUTS}
-        first = {n: (t[:, :cut] if n != "initial_state" else t) for n, t in inputs.items()}
-        out_1, state_1 = call(first)
-        second = {n: (t[:, cut:] if n != "initial_state" else state_1) for n, t in inputs.items()}
-        out_2, state_2 = call(second)
-        out = torch.cat([out_1, out_2], dim=1).detach().cpu()
+        runs = {}
+        if any(s.target in ("out", "state") for s in specs):
+            runs[""] = chained(inputs, [*range(0, case.length, case.split), case.length])
+        if any(s.target.startswith("tokens") for s in specs):
+            runs["tokens_"] = chained(inputs, list(range(case.length + 1)))
         for s in specs:
-            if s.target == "out":
-                results[s.key] = compare("SPLIT", "out", out, truth["out"], base["out"], dtype)
+            prefix = "tokens_" if s.target.startswith("tokens") else ""
+            out, state = runs[prefix]
+            if s.target.endswith("out"):
+                results[s.key] = compare("SPLIT", s.target, out, truth["out"], base["out"], dtype)
             else:
-                results[s.key] = compare("SPLIT", "state", state_2.detach().cpu(), truth["state"], base["state"], dtype)
+                results[s.key] = compare("SPLIT", s.target, state, truth["state"], base["state"], dtype)
+
+    def pack_run(specs):
+        """Each document alone (no cu_seqlens, batch 1) == the varlen truth."""
+        inputs = {n: x[n].to(device=device, dtype=dtype, copy=True) for n in INPUTS}
+        bounds = [0, *torch.tensor(case.documents).cumsum(0).tolist()]
+        outs, states = [], []
+        for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
+            if end == start:
+                states.append(inputs["initial_state"][i:i + 1].cpu())
+                continue
+            part = {n: (t[:, start:end] if n != "initial_state" else t[i:i + 1]) for n, t in inputs.items()}
+            out, state = fn(part["q"], part["k"], part["v"], part["g"], part["beta"], initial_state=part["initial_state"],
+                            scale=1.0 / math.sqrt(case.dim_k), use_qk_l2norm=case.l2norm, cu_seqlens=None)
+            outs.append(out.detach().cpu())
+            states.append(state.detach().cpu())
+        rows = slice(0, bounds[-1])
+        packed = torch.cat(outs, dim=1) if outs else truth["out"][:, rows]
+        r = compare("PACK", "documents", packed, truth["out"][:, rows], base["out"][:, rows], dtype)
+        if r.status == "pass":
+            r = compare("PACK", "documents", torch.cat(states), truth["state"], base["state"], dtype)
+        results[specs[0].key] = r
 
     guarded([s for s in wanted if s.check in ("OUT", "STATE", "FIN", "GRAD")], base_run)
     guarded([s for s in wanted if s.check == "SPLIT"], split_run)
+    guarded([s for s in wanted if s.check == "PACK"], pack_run)
     return results
 
 

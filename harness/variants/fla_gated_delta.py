@@ -46,3 +46,15 @@ def fla_naive_recurrent(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm
     group = v.shape[2] // k.shape[2]  # the naive reference wants one key head per value head
     return naive_recurrent_gated_delta_rule(q.repeat_interleave(group, 2), k.repeat_interleave(group, 2), v, beta=beta, g=g,
                                             scale=scale, initial_state=initial_state, output_final_state=True)
+
+
+@variant("gated_delta", "fla_chunk", device="cuda", requires=("fla.ops.gated_delta_rule",),
+         dtypes=("float32", "bfloat16", "float16"),
+         limitations=[Limitation("chunk_gated_delta_rule takes one gate per head", features={"channel_gate"})])
+def fla_chunk(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, cu_seqlens):
+    """fla.ops.gated_delta_rule.chunk_gated_delta_rule (Triton, GPU only: its autotuner needs a GPU driver)."""
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+    return chunk_gated_delta_rule(q, k, v, g=g, beta=beta, scale=scale, initial_state=initial_state,
+                                  output_final_state=True, use_qk_l2norm_in_kernel=use_qk_l2norm,
+                                  cu_seqlens=None if cu_seqlens is None else cu_seqlens.long())
