@@ -12,7 +12,6 @@ table and one report.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -53,8 +52,6 @@ def pytest_configure(config):
                 old.unlink()
         results.mkdir(parents=True, exist_ok=True)
         config._attn_results = str(results)
-    if config._attn_results:
-        os.environ["ATTN_ORACLE_RESULTS"] = config._attn_results
 
 
 @pytest.hookimpl(optionalhook=True)
