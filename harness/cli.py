@@ -52,7 +52,10 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # N workers on N cores: one thread each, not N x N
 
 
-def _run_chunk(variant_files: list[str], families, variant_names, case_ids, results_dir: str) -> int:
+_SESSIONS: dict = {}  # one per process and results folder, so oracles are shared across jobs
+
+
+def _run_chunk(variant_files: list[str], families, variant_names, case_ids, results_dir: str) -> None:
     """Worker body: evaluate some cases for every chosen variant; records go to results_dir."""
     import warnings
 
@@ -61,13 +64,11 @@ def _run_chunk(variant_files: list[str], families, variant_names, case_ids, resu
     from harness.session import EquivalenceSession
     from harness.suite import suite_items
 
-    session = EquivalenceSession(results_dir)
-    done = set()
+    if results_dir not in _SESSIONS:
+        _SESSIONS[results_dir] = EquivalenceSession(results_dir)
+    session = _SESSIONS[results_dir]
     for item in suite_items(families, variant_names, case_ids):
-        if (item.variant.name, item.case.id) not in done:
-            session.records(item.case, item.variant)
-            done.add((item.variant.name, item.case.id))
-    return len(case_ids or [])
+        session.records(item.case, item.variant)
 
 
 def cmd_run(args) -> int:
@@ -109,10 +110,13 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("records-*.jsonl"):
         old.unlink()
-    jobs = []  # (family, [case ids]) chunks, one case per job so progress is visible
+    # One job per case, with every family whose catalogue has it (documents and
+    # microsequences share cases), so a case's oracle is computed once.
+    families_of: dict[str, list[str]] = {}
     for family in families:
-        ids = case_ids or [c.id for c in catalogue(family)]
-        jobs.extend(([family], [i]) for i in ids)
+        for case_id in case_ids or [c.id for c in catalogue(family)]:
+            families_of.setdefault(case_id, []).append(family)
+    jobs = [(fams, [case_id]) for case_id, fams in families_of.items()]
     start = time.perf_counter()
     _progress(0, len(jobs), start)
     if args.workers > 1:

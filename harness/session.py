@@ -22,7 +22,7 @@ class EquivalenceSession:
 
     def records(self, case, variant: Variant, check: str | None = None) -> list[Record]:
         """Records of ``variant`` on ``case`` (all checks, or one), stored once each."""
-        key = (variant.name, case.id)
+        key = (variant.family, variant.name, case.id)
         if key not in self._evaluated:
             self._evaluated[key] = evaluate(case, variant, self.oracles)
         chosen = [r for r in self._evaluated[key] if check is None or r.check == check]

@@ -28,6 +28,7 @@ import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
+from harness.gradients import gradients
 from harness.tolerance import Comparison, all_finite, compare, exact_zero
 from reference.attention import attention, visibility
 
@@ -187,8 +188,14 @@ def _visible(case: AttentionCase, mask) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4096)
+def _case_visibility(case: AttentionCase) -> torch.Tensor:
+    """Bool [B, Hq, Lq, Lk] for the case's own mask; features and check lists ask often."""
+    return _visible(case, make_inputs(case)["mask"])
+
+
+@functools.lru_cache(maxsize=4096)
 def case_features(case: AttentionCase) -> frozenset[str]:
-    vis = _visible(case, make_inputs(case)["mask"])
+    vis = _case_visibility(case)
     features = {f"alignment:{case.alignment}", f"head_dim:{case.head_dim}"}
     for name, on in (("causal", case.causal), (f"causal:{case.alignment}", case.causal), ("window", case.window is not None), ("mask:bool", case.mask == "bool"),
                      ("mask:additive", case.mask == "additive"), ("softcap", case.softcap is not None),
@@ -226,8 +233,7 @@ def _reference_with_grads(case, inputs, dtype):
     leaves = {n: inputs[n].to(dtype, copy=True).requires_grad_() for n in ("q", "k", "v")}
     mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
     out, _ = attention(leaves["q"], leaves["k"], leaves["v"], **_kwargs(case, mask))
-    out.backward(inputs["dout"].to(dtype))
-    return out.detach(), {f"d{n}": t.grad for n, t in leaves.items()}
+    return out.detach(), gradients([out], [inputs["dout"].to(dtype)], leaves)
 
 
 def _expand_dim(case: AttentionCase) -> int:
@@ -276,9 +282,8 @@ def _seen_keys(case: AttentionCase, vis: torch.Tensor) -> torch.Tensor:
     return vis.any(dim=2).reshape(case.batch, case.heads_kv, group, case.len_k).any(dim=2)
 
 
-@functools.lru_cache(maxsize=4096)
 def _has_unseen_keys(case: AttentionCase) -> bool:
-    return not bool(_seen_keys(case, _visible(case, make_inputs(case)["mask"])).all())
+    return not bool(_seen_keys(case, _case_visibility(case)).all())
 
 
 def _strided(x: torch.Tensor) -> torch.Tensor:
@@ -318,10 +323,7 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
         need_grad = any(s.backward for s in specs)
         leaves = {n: on_device(inputs[n]).requires_grad_(need_grad) for n in ("q", "k", "v")}
         out = call(leaves["q"], leaves["k"], leaves["v"])
-        grads = {}
-        if need_grad:
-            out.backward(on_device(inputs["dout"]))
-            grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
+        grads = gradients([out], [on_device(inputs["dout"])], leaves) if need_grad else {}
         out = out.detach().cpu()
         for spec in specs:
             if spec.key == "OUT:out":

@@ -32,6 +32,7 @@ import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
+from harness.gradients import gradients
 from harness.layouts import DocumentLayout, MicroStep
 from harness.tolerance import FAIL, Comparison, all_finite, compare, exact_zero
 from reference.attention import attention
@@ -173,9 +174,7 @@ def _reference(case, step, q, k, v, dout, dtype):
     kw = _step_kwargs(case, step)
     out = document_attention(*leaves, cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
                              first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal)
-    if out.requires_grad:  # a step with no document rows at all has nothing to differentiate
-        out.backward(dout.to(dtype))
-    return out.detach(), {f"d{n}": t.grad if t.grad is not None else torch.zeros_like(t) for n, t in zip("qkv", leaves)}
+    return out.detach(), gradients([out], [dout.to(dtype)], dict(zip("qkv", leaves)))
 
 
 @dataclass
@@ -282,11 +281,7 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
         need_grad = any(s.backward for s in specs)
         q, k, v = on_device(x["q"][step.start:], need_grad), on_device(x["k"], need_grad), on_device(x["v"], need_grad)
         out = call(step, q, k, v)
-        grads = {}
-        if need_grad:
-            if out.requires_grad:  # an output that depends on no input has zero gradients
-                out.backward(on_device(x["dout"][step.start:]))
-            grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))}
+        grads = gradients([out], [on_device(x["dout"][step.start:])], dict(q=q, k=k, v=v)) if need_grad else {}
         out = out.detach().cpu()
         for spec in specs:
             if spec.key == "OUT:out":
@@ -347,9 +342,7 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
         out = torch.cat(outs, dim=0)
         got = {"out": out.detach().cpu()}
         if need_grad:
-            if out.requires_grad:
-                out.backward(on_device(x["dout"]))
-            got.update({f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))})
+            got.update(gradients([out], [on_device(x["dout"])], dict(q=q, k=k, v=v)))
         rows = _document_rows(whole)
         for spec in specs:
             if spec.target == "out":

@@ -27,6 +27,7 @@ import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
+from harness.gradients import gradients
 from harness.tolerance import Comparison, all_finite, compare
 from reference.gated_delta import chunked_gated_delta_rule, gated_delta_rule
 
@@ -199,16 +200,8 @@ def _reference(case, x, dtype, grads=True):
                                   initial_state=leaves["initial_state"], **_kwargs(case))
     result = {"out": out.detach(), "state": state.detach()}
     if grads:
-        _backward(out, state, x["dout"].to(dtype), x["dstate"].to(dtype))
-        result.update({f"d{n}": leaves[n].grad if leaves[n].grad is not None else torch.zeros_like(leaves[n]) for n in INPUTS})
+        result.update(gradients([out, state], [x["dout"].to(dtype), x["dstate"].to(dtype)], leaves))
     return result
-
-
-def _backward(out, state, dout, dstate):
-    """Backward through whichever outputs depend on the inputs (all-padding rows may not)."""
-    pairs = [(t, d) for t, d in ((out, dout), (state, dstate)) if t.requires_grad]
-    if pairs:
-        torch.autograd.backward([t for t, _ in pairs], [d for _, d in pairs])
 
 
 @dataclass
@@ -260,8 +253,8 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
         out, state = call(leaves)
         grads = {}
         if need_grad:
-            _backward(out, state, x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype))
-            grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in leaves.items()}
+            upstreams = [x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype)]
+            grads = gradients([out, state], upstreams, leaves)
         out, state = out.detach().cpu(), state.detach().cpu()
         rows = slice(0, case.length - case.padding)  # padding outputs are not compared
         for s in specs:
@@ -312,7 +305,7 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
                 continue
             part = {n: (t[:, start:end] if n != "initial_state" else t[i:i + 1]) for n, t in inputs.items()}
             out, state = fn(part["q"], part["k"], part["v"], part["g"], part["beta"], initial_state=part["initial_state"],
-                            scale=1.0 / math.sqrt(case.dim_k), use_qk_l2norm=case.l2norm, cu_seqlens=None)
+                            **dict(_kwargs(case, device), cu_seqlens=None))
             outs.append(out.detach().cpu())
             states.append(state.detach().cpu())
         rows = slice(0, bounds[-1])

@@ -23,6 +23,7 @@ import math
 import torch
 
 from harness.families import CheckSpec, Family, run_guarded
+from harness.gradients import gradients
 from harness.families import documents as docs
 from harness.tolerance import Comparison, all_finite, compare, exact_zero
 
@@ -51,11 +52,7 @@ def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
         q, k, v = (x[n].to(device=device, dtype=dtype, copy=True).requires_grad_(need_grad) for n in "qkv")
         out = fn(q, k, v, documents=case.documents, slack=case.slack, boundaries=case.boundaries,
                  scale=1.0 / math.sqrt(case.head_dim), causal=case.causal)
-        grads = {}
-        if need_grad:
-            if out.requires_grad:  # an output that depends on no input has zero gradients
-                out.backward(x["dout"].to(device=device, dtype=dtype))
-            grads = {f"d{n}": (t.grad if t.grad is not None else torch.zeros_like(t)).cpu() for n, t in zip("qkv", (q, k, v))}
+        grads = gradients([out], [x["dout"].to(device=device, dtype=dtype)], dict(q=q, k=k, v=v)) if need_grad else {}
         out = out.detach().cpu()
         for spec in specs:
             if spec.key == "SPLIT:out":
