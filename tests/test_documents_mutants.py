@@ -89,3 +89,20 @@ def test_microsequence_split_forgetting_the_past_is_caught_and_seed_002_design_p
         records = evaluate(SLACK, variant, ORACLES)
         assert {r.status for r in records} == {PASS}, [(r.check, r.target, r.status) for r in records]
         assert {r.check for r in records} == {"SPLIT", "FIN", "ZERO"}
+
+
+def test_microsequence_zero_and_fin_checks_catch_their_mutants():
+    import torch
+
+    (correct,) = variants("microsequences", ["shared_kv_buffer"])
+
+    def slack_garbage(q, k, v, **kw):
+        slack = slice(sum(kw["documents"]), None)
+        return correct.fn(m._GradientGarbage.apply(q, slack), k, v, **kw)
+
+    def nan_output(q, k, v, **kw):
+        return correct.fn(q, k, v, **kw) * torch.tensor(float("nan"))
+
+    garbage = _records(slack_garbage, SLACK, family="microsequences")
+    assert garbage["ZERO:slack"].status == FAIL and garbage["SPLIT:out"].status == PASS
+    assert _records(nan_output, SLACK, family="microsequences")["FIN:out"].status == FAIL
