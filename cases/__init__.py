@@ -6,7 +6,8 @@ import importlib
 
 _CATALOGUES = {"attention": "cases.attention", "documents": "cases.documents",
                "microsequences": "cases.microsequences", "gated_delta": "cases.gated_delta",
-               "gdn_block": "cases.gdn_block"}
+               "gdn_block": "cases.gdn_block", "kv_cache": "cases.kv_cache",
+               "cross_cache": "cases.cross_cache"}
 
 
 def catalogue(family: str) -> list:

@@ -136,12 +136,15 @@ def cmd_run(args) -> int:
     frame = records.load(out)
     paths = write_outputs(out, command="attn-oracle " + " ".join(shlex.quote(a) for a in args.argv), frame=frame)
     counts = frame["status"].value_counts().to_dict()
+    bad = frame["status"].isin(["fail", "error"])
+    known = int((bad & (frame["known_failure"] != "")).sum())
     print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "error", "unsupported"))
+          + (f" ({known} of the failures declared known)" if known else "")
           + f" ({len(frame)} records, {frame['case_id'].nunique()} cases, {frame['variant'].nunique()} variants,"
           f" {time.perf_counter() - start:.1f} s)")
     for label, path in paths.items():
         print(f"{label}: {path}")
-    return 1 if counts.get("fail", 0) or counts.get("error", 0) else 0
+    return 1 if int(bad.sum()) > known else 0
 
 
 def _progress(done: int, total: int, start: float) -> None:
@@ -167,6 +170,8 @@ def cmd_list(args) -> int:
             print(f"  {'':<32} {v.description}  [{v.device}; {', '.join(v.dtypes)}]")
             for lim in v.limitations:
                 print(f"  {'':<32} - {lim.reason} ({lim.describe()})")
+            for known in v.known_failures:
+                print(f"  {'':<32} - known failure: {known.reason} ({known.describe()})")
     return 0
 
 

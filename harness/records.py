@@ -36,6 +36,7 @@ class Record:
     case: str = ""  # the case in words
     case_params: dict = field(default_factory=dict)
     reproduce: str = ""  # a command that runs just this case and variant
+    known_failure: str = ""  # the declared reason when a KnownFailure of the variant covers this row
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, allow_nan=True)

@@ -80,6 +80,15 @@ class Limitation:
         return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class KnownFailure(Limitation):
+    """A failure that was reproduced and is declared, like an xfail with its reason
+    (OpInfo's ``DecorateInfo(unittest.expectedFailure)``): the checks still run, the
+    records keep their ``fail``/``error`` status and carry this reason. pytest reports
+    them as xfail, strictly: a declared failure that stops failing fails the test, so a
+    stale declaration is noticed. Same matching fields as ``Limitation``."""
+
+
 @dataclass
 class Variant:
     family: str
@@ -91,6 +100,7 @@ class Variant:
     limitations: tuple[Limitation, ...] = ()
     description: str = ""
     source: str = ""  # the file it was registered from
+    known_failures: tuple[KnownFailure, ...] = ()
     _availability: str | None = field(default=None, repr=False)  # "" when available
 
     def unavailable_reason(self) -> str:
@@ -109,6 +119,10 @@ class Variant:
             if limitation.applies(features, dtype, check_tags):
                 return limitation
         return None
+
+
+    def known_failure_for(self, features: frozenset[str], dtype: str, check_tags: frozenset[str]) -> KnownFailure | None:
+        return next((k for k in self.known_failures if k.applies(features, dtype, check_tags)), None)
 
 
 def _probe(v: Variant) -> str:
@@ -162,13 +176,14 @@ def register(v: Variant) -> Variant:
 
 def variant(family: str, name: str, *, dtypes: Iterable[str] = ("float32", "bfloat16", "float16"),
             device: str = "cpu", requires: Iterable[str] = (), limitations: Iterable[Limitation] = (),
-            description: str = "") -> Callable[[Callable], Callable]:
+            description: str = "", known_failures: Iterable[KnownFailure] = ()) -> Callable[[Callable], Callable]:
     """Decorator form of ``register``; returns the function unchanged."""
 
     def decorate(fn: Callable) -> Callable:
         source = inspect.getsourcefile(fn) or "<unknown>"
         doc = description or (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
-        register(Variant(family, name, fn, tuple(dtypes), device, tuple(requires), tuple(limitations), doc, source))
+        register(Variant(family, name, fn, tuple(dtypes), device, tuple(requires), tuple(limitations), doc, source,
+                         known_failures=tuple(known_failures)))
         return fn
 
     return decorate

@@ -23,9 +23,13 @@ STATUS_ORDER = (FAIL, ERROR, PASS, UNSUPPORTED)
 def _cell(group: pd.DataFrame) -> dict:
     counts = group["status"].value_counts().to_dict()
     bad = counts.get(FAIL, 0) + counts.get(ERROR, 0)
-    state = "fail" if bad else "pass" if counts.get(PASS, 0) else "unsupported"
+    failing = group["status"].isin([FAIL, ERROR])
+    known = int((failing & (group["known_failure"] != "")).sum()) if "known_failure" in group else 0
+    state = ("known" if known == bad else "fail") if bad else "pass" if counts.get(PASS, 0) else "unsupported"
     reasons = sorted(set(group.loc[group["status"] == UNSUPPORTED, "detail"]))
     margins = group.loc[group["status"] == PASS, "margin"].dropna()
+    if known:
+        reasons = sorted(set(group.loc[failing, "known_failure"]) - {""}) + reasons
     return {"state": state, "counts": {s: counts.get(s, 0) for s in STATUS_ORDER}, "reasons": reasons,
             "min_margin": float(margins.min()) if len(margins) else None}
 
@@ -50,6 +54,9 @@ def limitations_table() -> list[dict]:
             rows.append({"family": v.family, "variant": v.name, "applies": "everywhere here", "reason": unavailable})
         for lim in v.limitations:
             rows.append({"family": v.family, "variant": v.name, "applies": lim.describe(), "reason": lim.reason})
+        for known in v.known_failures:
+            rows.append({"family": v.family, "variant": v.name, "applies": "known failure: " + known.describe(),
+                         "reason": known.reason})
         rows.append({"family": v.family, "variant": v.name, "applies": "dtypes", "reason": "takes " + ", ".join(v.dtypes)})
     return rows
 

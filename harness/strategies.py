@@ -99,3 +99,28 @@ def gated_delta_cases(draw, dtypes=("float32",), max_length: int = 70):
     if sum(documents) + padding == 0:
         documents = documents[:-1] + (1,)
     return GatedDeltaCase(batch=1, length=sum(documents) + padding, documents=documents, padding=padding, **common)
+
+
+@st.composite
+def kv_schedules(draw, kinds=("static", "sliding", "ring"), max_calls: int = 8):
+    """(kind, capacity, window, schedule): prefills shorter and longer than the window,
+    decode steps and extends, caches filled exactly, rings run well past their capacity."""
+    kind = draw(st.sampled_from(kinds))
+    window = None if kind == "static" else draw(st.integers(1, 8))
+    schedule = draw(st.lists(st.integers(1, 3) | st.sampled_from([1, 1, 6, 9]), min_size=1, max_size=max_calls))
+    if kind == "ring":
+        capacity = window + max(schedule) - 1 + draw(st.sampled_from([0, 0, 1, window]))
+    else:
+        capacity = sum(schedule) + draw(st.sampled_from([0, 0, 1, 5]))
+    return kind, capacity, window, tuple(schedule)
+
+
+@st.composite
+def kv_cases(draw, dtypes=("float32",), kinds=("static", "sliding", "ring")):
+    from harness.families.kv_cache import KVCase
+
+    kind, capacity, window, schedule = draw(kv_schedules(kinds))
+    heads_kv = draw(st.integers(1, 2))
+    return KVCase(draw(st.integers(1, 2)), heads_kv * draw(st.sampled_from([1, 2])), heads_kv,
+                  draw(st.sampled_from([8, 16])), kind, capacity=capacity, window=window, schedule=schedule,
+                  dtype=draw(st.sampled_from(dtypes)), seed=draw(st.integers(0, 2**16)))

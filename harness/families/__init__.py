@@ -28,6 +28,8 @@ _MODULES = {
     "microsequences": "harness.families.microsequences",
     "gated_delta": "harness.families.gated_delta",
     "gdn_block": "harness.families.gdn_block",
+    "kv_cache": "harness.families.kv_cache",
+    "cross_cache": "harness.families.cross_cache",
 }
 
 
