@@ -7,7 +7,7 @@ import importlib
 _CATALOGUES = {"attention": "cases.attention", "documents": "cases.documents",
                "microsequences": "cases.microsequences", "gated_delta": "cases.gated_delta",
                "gdn_block": "cases.gdn_block", "kv_cache": "cases.kv_cache",
-               "cross_cache": "cases.cross_cache"}
+               "cross_cache": "cases.cross_cache", "programs": "cases.programs"}
 
 
 def catalogue(family: str) -> list:

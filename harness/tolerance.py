@@ -54,6 +54,7 @@ POLICY: dict[str, Rule] = {
     "STATE": Rule(k=2.0, floor_ulps=4.0),
     "SPLIT": Rule(k=3.0, floor_ulps=8.0),  # outputs and gradients through a chain of calls
     "REUSE": Rule(k=2.0, floor_ulps=4.0),  # outputs of calls that must reuse a cache
+    "EXPORT": Rule(k=2.0, floor_ulps=4.0),  # a program's outputs and states over several calls
 }
 
 

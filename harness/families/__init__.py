@@ -30,6 +30,7 @@ _MODULES = {
     "gdn_block": "harness.families.gdn_block",
     "kv_cache": "harness.families.kv_cache",
     "cross_cache": "harness.families.cross_cache",
+    "programs": "harness.families.programs",
 }
 
 

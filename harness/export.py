@@ -1,0 +1,129 @@
+"""Export helpers: what a program is to the harness, its shape bounds, its largest
+intermediate, and seed 000's standalone re-export of a submodule.
+
+A ``Program`` is what a program variant returns: ``run`` calls it (state persists
+between calls like the eager module's), ``bounds`` are the declared dynamic dims as
+the program records them, ``graph`` is the graph whose node metadata MEM measures.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.export import Dim, ExportedProgram
+
+Bounds = dict[str, tuple[int, int | None]]  # Dim name -> (min, max); None: unbounded
+
+
+@dataclass
+class Program:
+    run: Callable[..., tuple]
+    bounds: Bounds = field(default_factory=dict)  # empty: the form keeps no shape ranges
+    graph: torch.fx.Graph | None = None
+
+
+def declared_dims(dynamic_shapes) -> list[tuple[int, int, Dim]]:
+    """(argument index, dim index, Dim) for every declared dynamic dim of a tuple spec."""
+    found = []
+    for arg, spec in enumerate(dynamic_shapes or ()):
+        for dim, d in (spec or {}).items():
+            found.append((arg, dim, d))
+    return found
+
+
+def declared_bounds(dynamic_shapes) -> Bounds:
+    return {d.__name__: (d.min, d.max) for _, _, d in declared_dims(dynamic_shapes)}
+
+
+def _range(ep: ExportedProgram, size) -> tuple[int, int | None]:
+    if isinstance(size, int):
+        return size, size  # the dim was specialised: its dynamism is gone
+    ranges = ep.range_constraints.get(size.node.expr)
+    if ranges is None:
+        return 0, None
+    upper = ranges.upper
+    return int(ranges.lower), (None if str(upper) in ("oo", "int_oo") or upper.is_finite is False else int(upper))
+
+
+def _user_inputs(ep: ExportedProgram) -> list[torch.fx.Node]:
+    names = ep.graph_signature.user_inputs
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    return [placeholders[name] for name in names]
+
+
+def program_bounds(ep: ExportedProgram, dynamic_shapes) -> Bounds:
+    """Each declared dim's (min, max) as ``ep`` records it in its range constraints."""
+    inputs = _user_inputs(ep)
+    return {d.__name__: _range(ep, inputs[arg].meta["val"].shape[dim]) for arg, dim, d in declared_dims(dynamic_shapes)}
+
+
+def largest_intermediate(graph: torch.fx.Graph) -> tuple[int, str]:
+    """The most elements any computed node holds, and that node, from ``meta["val"]``
+    (symbolic sizes at their hint)."""
+    best, where = 0, ""
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        values = node.meta.get("val")
+        for value in values if isinstance(values, (tuple, list)) else (values,):
+            if isinstance(value, torch.Tensor):
+                numel = 1
+                for size in value.shape:
+                    numel *= int(size.node.hint) if isinstance(size, torch.SymInt) else int(size)
+                if numel > best:
+                    best, where = numel, f"{node.name} {tuple(value.shape)}"
+    return best, where
+
+
+def saved_and_loaded(ep: ExportedProgram) -> ExportedProgram:
+    buffer = io.BytesIO()
+    torch.export.save(ep, buffer)
+    buffer.seek(0)
+    return torch.export.load(buffer)
+
+
+def reexport_submodule(ep: ExportedProgram, parent: torch.nn.Module, fqn: str, dynamic_shapes, *,
+                       carry_bounds: bool = True) -> tuple[ExportedProgram, Bounds]:
+    """Export ``parent.<fqn>`` standalone, as seed 000's externalize pass does, with inputs
+    shaped like the ones it receives in ``ep`` (exported with
+    ``preserve_module_call_signature=(fqn,)``). A symbolic input dim becomes a ``Dim``
+    with the parent's range (``carry_bounds``) or with its lower bound only (what the
+    seed's pass did). Returns the new program and, for each of the parent's declared
+    dims, the range its symbol got in the new program."""
+    entry = next((e for e in ep.module_call_graph if e.fqn == fqn), None)
+    if entry is None or entry.signature is None:
+        raise ValueError(f"the program keeps no call signature for {fqn!r}: export with preserve_module_call_signature")
+    nodes = {n.name: n for n in ep.graph.nodes}
+    values = [nodes[arg.name].meta["val"] for arg in entry.signature.inputs]
+    parent_symbol = {d.__name__: _user_inputs(ep)[arg].meta["val"].shape[dim].node.expr
+                     for arg, dim, d in declared_dims(dynamic_shapes)}
+    dims: dict = {}  # one Dim per parent symbol, shared by every input dim that carries it
+    example, spec = [], []
+    for i, value in enumerate(values):
+        shape, per_dim = [], {}
+        for d, size in enumerate(value.shape):
+            if isinstance(size, torch.SymInt):
+                expr = size.node.expr
+                lower, upper = _range(ep, size)
+                if expr not in dims:
+                    name = f"{fqn.replace('.', '_')}_s{len(dims)}"
+                    dims[expr] = Dim(name, min=lower, max=upper) if carry_bounds and upper is not None else Dim(name, min=lower)
+                per_dim[d] = dims[expr]
+                shape.append(int(size.node.hint))
+            else:
+                shape.append(int(size))
+        example.append(torch.randn(shape, dtype=value.dtype))
+        spec.append(per_dim or None)
+    sub = parent.get_submodule(fqn)
+    program = torch.export.export(sub, tuple(example), dynamic_shapes=tuple(spec))
+    inputs = _user_inputs(program)
+    bounds: Bounds = {}
+    for name, expr in parent_symbol.items():
+        for i, value in enumerate(values):
+            for d, size in enumerate(value.shape):
+                if isinstance(size, torch.SymInt) and size.node.expr == expr and name not in bounds:
+                    bounds[name] = _range(program, inputs[i].meta["val"].shape[d])
+    return program, bounds

@@ -1,0 +1,297 @@
+"""The programs family: reference modules exported, compiled and lowered, held to their
+eager float64 selves over several stateful calls, with their shape bounds and memory.
+
+Adapter contract (a *transformation*: it gets the module and returns a program)::
+
+    fn(module, example_args, *, dynamic_shapes) -> harness.export.Program
+
+    module          a fresh ``reference.modules`` module in the case dtype, state at its
+                    initial value
+    example_args    the first call's arguments
+    dynamic_shapes  a torch.export spec (a tuple with one dict {dim: Dim} or None per
+                    argument), or None when every shape is static
+    returns         Program(run, bounds, graph): ``run(*args)`` calls the program (its
+                    state persists between calls, as the module's does); ``bounds`` the
+                    declared dims' (min, max) as the program records them; ``graph`` the
+                    fx graph it executes, for MEM (None when it has none)
+
+Cases name a module and its calls (see ``PROGRAMS``): seed 000's cached attention layer
+(static query of 12, dynamic context in [13, 64]; calls at 13, 40 and 64), the Gated
+DeltaNet block (conv and recurrent state buffers; a reset call at position 0) and seed
+003's query-sliced attention (static length 128, chunk 64).
+
+Checks: EXPORT (every output of every call, states included, vs the module in float64
+eager), BOUNDS (each declared dim's range in the program == the declaration, exact),
+MEM (the largest intermediate of the graph <= the module's analytic bound). Forward only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch.export import Dim
+
+from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
+from harness.families import CheckSpec, Family, run_guarded
+from harness.steps import compare_calls
+from harness.tolerance import FAIL, PASS, Comparison
+from reference.modules import CachedAttentionLayer, GatedDeltaNetBlock, QuerySlicedAttention
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """How to build, call and bound one reference module."""
+
+    describe: str
+    build: Callable  # (generator, dtype) -> module
+    call_inputs: Callable  # (generator, call parameter) -> the call's fresh inputs, float64
+    initial_state: Callable  # () -> the state passed to the first call (float64), () when buffered
+    dynamic_shapes: Callable | None = None  # () -> torch.export spec; fresh Dims per call
+    memory_bound: Callable | None = None  # (args) -> most elements one intermediate may hold
+    submodule: str | None = None  # what a re-export takes standalone
+
+
+def _randn(gen, *shape, std=1.0):
+    return torch.randn(*shape, generator=gen, dtype=torch.float64) * std
+
+
+# seed 000: E=32, H=4, Hkv=2, D=8, a static query of 12 tokens, a cache of 64
+_E, _H, _HKV, _D, _QUERY, _CAPACITY = 32, 4, 2, 8, 12, 64
+
+
+def _seed000_module(gen, dtype):
+    weights = {"wq": _randn(gen, _H * _D, _E, std=_E ** -0.5), "wk": _randn(gen, _HKV * _D, _E, std=_E ** -0.5),
+               "wv": _randn(gen, _HKV * _D, _E, std=_E ** -0.5), "wo": _randn(gen, _E, _H * _D, std=(_H * _D) ** -0.5)}
+    return CachedAttentionLayer({n: w.to(dtype) for n, w in weights.items()}, _H, _HKV, _D)
+
+
+def _seed000_spec():
+    context = Dim("context", min=_QUERY + 1, max=_CAPACITY)
+    return (None, {1: context}, None, None)
+
+
+# Gated DeltaNet block: B=1, D=16, H=1, HV=2, K=V=8, conv width 4, 4 tokens a call
+_GDN = dict(batch=1, hidden=16, heads_k=1, heads_v=2, dim_k=8, dim_v=8, width=4, tokens=4)
+
+
+def _gdn_module(gen, dtype):
+    g = _GDN
+    conv_dim = 2 * g["heads_k"] * g["dim_k"] + g["heads_v"] * g["dim_v"]
+    value_width = g["heads_v"] * g["dim_v"]
+    d = g["hidden"]
+    weights = {"in_proj_qkv": _randn(gen, conv_dim, d, std=d ** -0.5), "in_proj_z": _randn(gen, value_width, d, std=d ** -0.5),
+               "in_proj_b": _randn(gen, g["heads_v"], d, std=d ** -0.5), "in_proj_a": _randn(gen, g["heads_v"], d, std=d ** -0.5),
+               "conv": _randn(gen, conv_dim, g["width"], std=0.5), "A_log": _randn(gen, g["heads_v"], std=0.5),
+               "dt_bias": _randn(gen, g["heads_v"], std=0.5), "norm": 1.0 + _randn(gen, g["dim_v"], std=0.1),
+               "out_proj": _randn(gen, d, value_width, std=value_width ** -0.5)}
+    return GatedDeltaNetBlock({n: w.to(dtype) for n, w in weights.items()}, g["batch"], g["heads_k"], g["heads_v"],
+                              g["dim_k"], g["dim_v"])
+
+
+# seed 003: B=1, H=2, L=128, D=16, causal, queries sliced by 64
+_SLICED = dict(batch=1, heads=2, length=128, dim=16, chunk=64)
+
+
+PROGRAMS: dict[str, ProgramSpec] = {
+    "seed000_attention": ProgramSpec(
+        "seed 000's attention layer: static query of 12 tokens, dynamic context in [13, 64] (the cache capacity), "
+        "K/V caches passed in and returned",
+        build=_seed000_module,
+        call_inputs=lambda gen, context: (_randn(gen, 1, _QUERY, _E), torch.zeros(1, context, dtype=torch.long)),
+        initial_state=lambda: (torch.zeros(1, _HKV, _CAPACITY, _D, dtype=torch.float64),) * 2,
+        dynamic_shapes=_seed000_spec, submodule="attend"),
+    "gdn_block": ProgramSpec(
+        "the Gated DeltaNet block with conv and recurrent state buffers, 4 tokens a call; input_pos 0 resets",
+        build=_gdn_module,
+        call_inputs=lambda gen, pos: (_randn(gen, _GDN["batch"], _GDN["tokens"], _GDN["hidden"]),
+                                      torch.tensor([pos], dtype=torch.long)),
+        initial_state=lambda: ()),
+    "sliced_attention": ProgramSpec(
+        "seed 003's causal attention at a static length of 128, queries sliced by 64",
+        build=lambda gen, dtype: QuerySlicedAttention(_SLICED["chunk"]),
+        call_inputs=lambda gen, _: tuple(_randn(gen, _SLICED["batch"], _SLICED["heads"], _SLICED["length"], _SLICED["dim"])
+                                         for _ in range(3)),
+        initial_state=lambda: (),
+        memory_bound=lambda args: max(args[0].shape[0] * args[0].shape[1] * _SLICED["chunk"] * args[1].shape[2],
+                                      max(a.numel() for a in args))),
+}
+
+
+@dataclass(frozen=True)
+class ProgramCase:
+    module: str
+    calls: tuple[int, ...]  # per call: the context length (seed000), input_pos (gdn_block), an index (sliced)
+    dtype: str = "float32"
+    seed: int = 0
+
+    family = "programs"
+
+    def __post_init__(self):
+        object.__setattr__(self, "calls", tuple(self.calls))
+        problems = []
+        if self.module not in PROGRAMS:
+            problems.append(f"module {self.module!r} is not one of {', '.join(PROGRAMS)}")
+        if len(self.calls) < 3:
+            problems.append("a program is held to its module over at least three calls")
+        if self.dtype not in TORCH_DTYPES:
+            problems.append(f"dtype {self.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
+        if problems:
+            raise ValueError("invalid program case: " + "; ".join(problems))
+
+    @property
+    def spec(self) -> ProgramSpec:
+        return PROGRAMS[self.module]
+
+    @property
+    def id(self) -> str:
+        return f"prog-{self.module}-c{'_'.join(map(str, self.calls))}-{DTYPE_TOKENS[self.dtype]}-s{self.seed}"
+
+    def describe(self) -> str:
+        return f"{self.spec.describe}; calls at {list(self.calls)}; {self.dtype}, seed {self.seed}"
+
+    def params(self) -> dict:
+        return asdict(self)
+
+
+def case_from_id(text: str) -> ProgramCase:
+    dtypes = {v: k for k, v in DTYPE_TOKENS.items()}
+    try:
+        head, rest = text.split("-", 1) if text.startswith("prog-") else ("", "")
+        if head != "prog":
+            raise ValueError("a program case id starts with prog-")
+        module, calls, dtype, seed = rest.rsplit("-", 3)
+        if not calls.startswith("c") or not seed.startswith("s") or dtype not in dtypes:
+            raise ValueError("expected prog-<module>-c<calls>-<dtype>-s<seed>")
+        return ProgramCase(module, tuple(int(c) for c in calls[1:].split("_")), dtypes[dtype], int(seed[1:]))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed program case id {text!r}: {exc}") from None
+
+
+def case_features(case: ProgramCase) -> frozenset[str]:
+    spec = case.spec
+    features = {f"module:{case.module}"}
+    if spec.dynamic_shapes:
+        features.add("dynamic_shapes")
+    return frozenset(features)
+
+
+def _calls(case: ProgramCase) -> list[tuple]:
+    """Every call's fresh inputs, float64 rounded through the case dtype."""
+    gen = torch.Generator().manual_seed(case.seed + 1)
+    dtype = TORCH_DTYPES[case.dtype]
+    return [tuple(_cast(_cast(t, dtype), torch.float64) for t in case.spec.call_inputs(gen, parameter))
+            for parameter in case.calls]
+
+
+def _module(case: ProgramCase, dtype):
+    """The module with weights rounded through the case dtype, held in ``dtype``."""
+    return case.spec.build(torch.Generator().manual_seed(case.seed), TORCH_DTYPES[case.dtype]).to(dtype)
+
+
+def _cast(t: torch.Tensor, dtype) -> torch.Tensor:
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def _chain(run, case: ProgramCase, dtype, device="cpu") -> list[torch.Tensor]:
+    """Every call in order, carried state fed back; per call its outputs flattened into one vector."""
+    state = tuple(_cast(s, dtype).to(device) for s in case.spec.initial_state())
+    flat = []
+    for inputs in _calls(case):
+        args = tuple(_cast(t, dtype).to(device) for t in inputs) + state
+        outputs = run(*args)
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        if state:
+            state = tuple(outputs[-len(state):])
+        flat.append(torch.cat([o.detach().to(dtype).cpu().flatten() for o in outputs]))
+    return flat
+
+
+@dataclass
+class ProgramOracle:
+    truth: list  # per call, float64
+    baseline: list  # per call, case dtype
+
+
+def oracle(case: ProgramCase) -> ProgramOracle:
+    dtype = TORCH_DTYPES[case.dtype]
+    with torch.no_grad():
+        return ProgramOracle(_chain(_module(case, torch.float64), case, torch.float64),
+                             _chain(_module(case, dtype), case, dtype))
+
+
+def checks_for(case: ProgramCase) -> list[CheckSpec]:
+    specs = [CheckSpec("EXPORT", "calls")]
+    if case.spec.dynamic_shapes:
+        specs += [CheckSpec("BOUNDS", d.__name__) for spec in case.spec.dynamic_shapes() if spec for d in spec.values()]
+    if case.spec.memory_bound:
+        specs.append(CheckSpec("MEM", "largest_intermediate"))
+    return specs
+
+
+def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
+    dtype = TORCH_DTYPES[case.dtype]
+    results: dict[str, Comparison] = {}
+    spec = case.spec
+    dynamic_shapes = spec.dynamic_shapes() if spec.dynamic_shapes else None
+    declared = {d.__name__: (d.min, d.max) for s in (dynamic_shapes or ()) if s for d in s.values()}
+    first = tuple(_cast(t, dtype) for t in _calls(case)[0]) + tuple(_cast(s, dtype) for s in spec.initial_state())
+
+    def describe(call):
+        return f"call {call} (at {case.calls[call]})"
+
+    built = []
+
+    def lower(specs):  # a program that cannot be built errs on every check
+        with torch.no_grad():
+            program = fn(_module(case, dtype).to(device), tuple(t.to(device) for t in first), dynamic_shapes=dynamic_shapes)
+        built.append(program)
+        for s in specs:
+            if s.check == "BOUNDS":
+                results[s.key] = _bounds(s.target, declared[s.target], program.bounds)
+            elif s.check == "MEM":
+                results[s.key] = _memory(program.graph, spec.memory_bound(first))
+
+    def calls(specs):  # one that builds but fails to run errs on EXPORT only
+        with torch.no_grad():
+            got = _chain(built[0].run, case, dtype, device)
+        results["EXPORT:calls"] = compare_calls("EXPORT", "calls", got, oracle.truth, oracle.baseline, dtype, describe, dim=0)
+
+    run_guarded(results, wanted, wanted, lower)
+    if built:
+        run_guarded(results, wanted, [s for s in wanted if s.check == "EXPORT"], calls)
+    return results
+
+
+def _text(bounds) -> str:
+    lower, upper = bounds
+    return f"[{lower}, {'inf' if upper is None else upper}]"
+
+
+def _bounds(name: str, declared: tuple, recorded: dict) -> Comparison:
+    if name not in recorded:
+        return Comparison("BOUNDS", name, FAIL, detail=f"the program records no range for {name}; declared {_text(declared)}")
+    got = recorded[name]
+    same = tuple(got) == tuple(declared)
+    return Comparison("BOUNDS", name, PASS if same else FAIL, error=0.0 if same else 1.0, threshold=0.0,
+                      detail=f"declared {_text(declared)}, program has {_text(got)}")
+
+
+def _memory(graph, bound: int) -> Comparison:
+    from harness.export import largest_intermediate
+
+    if graph is None:
+        return Comparison("MEM", "largest_intermediate", FAIL, detail="the program has no graph to measure")
+    largest, where = largest_intermediate(graph)
+    margin = 1.0 - largest / bound
+    return Comparison("MEM", "largest_intermediate", PASS if largest <= bound else FAIL, error=float(largest),
+                      threshold=float(bound), margin=margin,
+                      detail=f"largest intermediate {largest} elements ({where}); analytic bound {bound}")
+
+
+FAMILY = Family(
+    name="programs", positional=("module", "example_args"), keywords=("dynamic_shapes",),
+    case_type=ProgramCase, contract=__doc__, case_from_id=case_from_id, case_features=case_features,
+    checks_for=checks_for, oracle=oracle, run=run,
+)

@@ -1,0 +1,58 @@
+"""Program forms lowered by ExecuTorch and run by its runtime: portable kernels only,
+and with the XNNPACK partitioner.
+
+Lowering takes seconds, so each (module, dynamic-shape spec) is lowered once per case
+and every call of the case runs through the one loaded method; mutable buffers (the
+Gated DeltaNet block's states) live in the method between calls. BOUNDS reads the range
+constraints of the program ExecuTorch finally emits; MEM measures the edge graph before
+delegation (what the portable kernels execute; XNNPACK's delegate hides its inside).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.export import Program, program_bounds
+from harness.native_io import native_stderr_silenced
+from harness.registry import KnownFailure, variant
+
+REQUIRES = ("executorch.exir", "executorch.runtime")
+
+
+def _lower(module, example_args, dynamic_shapes, partitioners) -> Program:
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    ep = torch.export.export(module, example_args, dynamic_shapes=dynamic_shapes)
+    with native_stderr_silenced():
+        edge = to_edge_transform_and_lower(ep, partitioner=partitioners)
+        graph = edge.exported_program().graph
+        emitted = edge.to_executorch()
+        program = Runtime.get().load_program(emitted.buffer)
+        method = program.load_method("forward")
+
+    def run(*args):
+        with native_stderr_silenced():
+            return tuple(method.execute([a.contiguous() for a in args]))
+
+    run.keep_alive = program  # the method needs its program alive
+
+    return Program(run, program_bounds(emitted.exported_program(), dynamic_shapes), graph)
+
+
+@variant("programs", "executorch_portable", dtypes=("float32",), requires=REQUIRES)
+def executorch_portable(module, example_args, *, dynamic_shapes):
+    """torch.export -> to_edge_transform_and_lower (no partitioner) -> to_executorch -> runtime."""
+    return _lower(module, example_args, dynamic_shapes, [])
+
+
+@variant("programs", "executorch_xnnpack", dtypes=("float32",),
+         requires=REQUIRES + ("executorch.backends.xnnpack.partition.xnnpack_partitioner",), known_failures=[
+             # reproduced with executorch 1.5.1: to_edge_transform_and_lower raises
+             KnownFailure("XNNPACK lowering of the Gated DeltaNet block raises: a delegate output that is also one of "
+                          "its inputs (a pass-through slice_copy) is not supported", features={"module:gdn_block"})])
+def executorch_xnnpack(module, example_args, *, dynamic_shapes):
+    """As executorch_portable, with XnnpackPartitioner delegating what it supports."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    return _lower(module, example_args, dynamic_shapes, [XnnpackPartitioner()])

@@ -1,0 +1,57 @@
+"""Program forms from torch itself: torch.export (run through ``.module()``, after core
+ATen decompositions, after a save/load round trip), seed 000's standalone re-export of
+the attention submodule carrying the parent's bounds, and torch.compile (Inductor, CPU).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.export import Program, program_bounds, reexport_submodule, saved_and_loaded
+from harness.registry import Limitation, variant
+
+NO_SUBMODULE = Limitation("only modules with an attention submodule are re-exported", features={"module:gdn_block",
+                                                                                               "module:sliced_attention"})
+
+
+def export(module, example_args, dynamic_shapes, **kwargs):
+    return torch.export.export(module, example_args, dynamic_shapes=dynamic_shapes, **kwargs)
+
+
+def _program(ep, dynamic_shapes) -> Program:
+    return Program(ep.module(), program_bounds(ep, dynamic_shapes), ep.graph)
+
+
+@variant("programs", "export_module", dtypes=("float32",))
+def export_module(module, example_args, *, dynamic_shapes):
+    """torch.export.export, run with ExportedProgram.module()."""
+    return _program(export(module, example_args, dynamic_shapes), dynamic_shapes)
+
+
+@variant("programs", "export_decomposed", dtypes=("float32",))
+def export_decomposed(module, example_args, *, dynamic_shapes):
+    """torch.export then run_decompositions() (core ATen), run with .module()."""
+    return _program(export(module, example_args, dynamic_shapes).run_decompositions(), dynamic_shapes)
+
+
+@variant("programs", "export_saved", dtypes=("float32",))
+def export_saved(module, example_args, *, dynamic_shapes):
+    """torch.export, torch.export.save to bytes and torch.export.load, run with .module()."""
+    return _program(saved_and_loaded(export(module, example_args, dynamic_shapes)), dynamic_shapes)
+
+
+@variant("programs", "export_reexport_attention", dtypes=("float32",), limitations=[NO_SUBMODULE])
+def export_reexport_attention(module, example_args, *, dynamic_shapes):
+    """Seed 000's externalize step done right: the attention submodule re-exported standalone
+    with the parent's symbol ranges; BOUNDS reads the re-export, the parent program runs."""
+    ep = export(module, example_args, dynamic_shapes, preserve_module_call_signature=("attend",))
+    sub, bounds = reexport_submodule(ep, module, "attend", dynamic_shapes, carry_bounds=True)
+    return Program(ep.module(), bounds, sub.graph)
+
+
+@variant("programs", "compiled_inductor", dtypes=("float32",), limitations=[
+    Limitation("torch.compile keeps no exported graph: no recorded ranges, no node metadata", checks={"BOUNDS", "MEM"}),
+])
+def compiled_inductor(module, example_args, *, dynamic_shapes):
+    """torch.compile(module, backend="inductor", dynamic=True) on the CPU."""
+    return Program(torch.compile(module, backend="inductor", dynamic=dynamic_shapes is not None))

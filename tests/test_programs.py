@@ -1,0 +1,108 @@
+"""Programs: export helpers by hand, BOUNDS / EXPORT / MEM against their mutants, seed 000 reproduced."""
+
+import pytest
+import torch
+from torch.export import Dim
+
+import mutants_programs as m
+from harness.export import largest_intermediate, program_bounds, reexport_submodule
+from harness.families import get_family
+from harness.families.programs import ProgramCase, case_from_id
+from harness.registry import Variant, variants
+from harness.runner import OracleCache, evaluate
+from harness.tolerance import FAIL, PASS
+from reference.modules import ReferenceAttention
+
+ORACLES = OracleCache(capacity=8)
+SEED_000 = ProgramCase("seed000_attention", calls=(13, 40, 64), seed=0)
+GDN = ProgramCase("gdn_block", calls=(0, 4, 8, 0, 4), seed=0)
+SLICED = ProgramCase("sliced_attention", calls=(0, 1, 2), seed=0)
+
+
+def _records(fn, case):
+    variant = Variant("programs", fn.__name__, fn, dtypes=("float32",))
+    return {f"{r.check}:{r.target}": r for r in evaluate(case, variant, ORACLES)}
+
+
+def test_bounds_are_read_back_from_the_range_constraints():
+    q, k = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 9, 4)
+    keys = Dim("keys", min=5, max=30)
+    spec = (None, {2: keys}, {2: keys})
+    ep = torch.export.export(ReferenceAttention(), (q, k, k), dynamic_shapes=spec)
+    assert program_bounds(ep, spec) == {"keys": (5, 30)}
+    static = torch.export.export(ReferenceAttention(), (q, k, k))
+    assert program_bounds(static, spec) == {"keys": (9, 9)}  # specialised: the dim is no longer dynamic
+
+
+def test_largest_intermediate_sees_the_score_matrix():
+    q = torch.randn(1, 2, 6, 4)
+    ep = torch.export.export(ReferenceAttention(), (q, q, q))
+    largest, where = largest_intermediate(ep.graph)
+    assert largest == 1 * 2 * 6 * 6, where
+
+
+def test_seed_000_naive_reexport_loses_the_upper_bound_and_the_carrying_one_keeps_it():
+    from harness.families.programs import _calls, _cast, _module
+
+    module = _module(SEED_000, torch.float32)
+    args = tuple(_cast(t, torch.float32) for t in _calls(SEED_000)[0]) + tuple(
+        s.float() for s in SEED_000.spec.initial_state())
+    spec = SEED_000.spec.dynamic_shapes()
+    ep = torch.export.export(module, args, dynamic_shapes=spec, preserve_module_call_signature=("attend",))
+    _, carried = reexport_submodule(ep, module, "attend", spec, carry_bounds=True)
+    _, naive = reexport_submodule(ep, module, "attend", spec, carry_bounds=False)
+    assert carried == {"context": (13, 64)}
+    assert naive == {"context": (13, None)}  # seed 000: [lower, +inf)
+
+
+@pytest.mark.parametrize("name", ["export_module", "export_decomposed", "export_saved", "export_reexport_attention"])
+def test_torch_program_forms_pass_the_seed_000_case(name):
+    (variant,) = variants("programs", [name])
+    records = evaluate(SEED_000, variant, ORACLES)
+    assert {r.status for r in records} == {PASS}, [(r.check, r.target, r.detail) for r in records]
+
+
+@pytest.mark.parametrize("mutant, case, catching, passing", [
+    (m.reexport_drops_the_upper_bound, SEED_000, ["BOUNDS:context"], ["EXPORT:calls"]),
+    (m.lowering_narrows_the_range, SEED_000, ["BOUNDS:context"], []),
+    (m.lowering_widens_the_range, SEED_000, ["BOUNDS:context"], ["EXPORT:calls"]),
+    (m.state_frozen_as_a_constant, GDN, ["EXPORT:calls"], []),
+    (m.never_resets_at_position_zero, GDN, ["EXPORT:calls"], []),
+    (m.unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate"], ["EXPORT:calls"]),
+])
+def test_program_checks_catch_their_mutants(mutant, case, catching, passing):
+    records = _records(mutant, case)
+    for key in catching:
+        assert records[key].status == FAIL, (key, records[key])
+    for key in passing:
+        assert records[key].status == PASS, (key, records[key])
+
+
+def test_failures_say_where():
+    bounds = _records(m.reexport_drops_the_upper_bound, SEED_000)["BOUNDS:context"]
+    assert bounds.detail == "declared [13, 64], program has [13, inf]"
+    frozen = _records(m.state_frozen_as_a_constant, GDN)["EXPORT:calls"]
+    assert "first diverging call: call 1 (at 4)" in frozen.detail
+    reset = _records(m.never_resets_at_position_zero, GDN)["EXPORT:calls"]
+    assert "first diverging call: call 3 (at 0)" in reset.detail
+    memory = _records(m.unsliced_presented_as_sliced, SLICED)["MEM:largest_intermediate"]
+    assert memory.error == 1 * 2 * 128 * 128 and memory.threshold == 1 * 2 * 64 * 128, memory.detail
+
+
+def test_the_narrowed_lowering_also_refuses_the_declared_max():
+    record = _records(m.lowering_narrows_the_range, SEED_000)["EXPORT:calls"]
+    assert record.status in (FAIL, "error"), record  # the program cannot run at context 64
+
+
+def test_every_program_check_is_exercised_here():
+    checks = {s.check for case in (SEED_000, GDN, SLICED) for s in get_family("programs").checks_for(case)}
+    assert checks == {"EXPORT", "BOUNDS", "MEM"}
+
+
+def test_case_ids_round_trip_and_bad_cases_are_named():
+    for case in (SEED_000, GDN, SLICED):
+        assert case_from_id(case.id) == case
+    with pytest.raises(ValueError, match="at least three calls"):
+        ProgramCase("gdn_block", calls=(0, 4))
+    with pytest.raises(ValueError, match="module 'mlp' is not one of"):
+        ProgramCase("mlp", calls=(0, 1, 2))
