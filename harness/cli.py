@@ -2,7 +2,8 @@
 
   attn-oracle run      the equivalence suite on the default variant set -> report
   attn-oracle list     families, variants, whether each runs here, limitations
-  attn-oracle report   re-render a report from saved records
+  attn-oracle report   re-render a report from saved records (several run folders merge)
+  attn-oracle compare  what got worse between two runs
 
 Bad arguments get one line on stderr and exit status 2; a failing check gives 1.
 """
@@ -10,6 +11,7 @@ Bad arguments get one line on stderr and exit status 2; a failing check gives 1.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -117,18 +119,18 @@ def cmd_run(args) -> int:
         for case_id in case_ids or [c.id for c in catalogue(family)]:
             families_of.setdefault(case_id, []).append(family)
     jobs = [(fams, [case_id]) for case_id, fams in families_of.items()]
+    if args.shard:
+        index, count = args.shard
+        jobs = [job for n, job in enumerate(sorted(jobs, key=lambda j: j[1][0])) if n % count == index - 1]
     start = time.perf_counter()
     _progress(0, len(jobs), start)
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-            futures = [pool.submit(_run_chunk, args.variants_from, fam, variant_names, ids, str(out)) for fam, ids in jobs]
-            for n, future in enumerate(as_completed(futures), 1):
-                future.result()
-                _progress(n, len(jobs), start)
+    try:
+        _run_jobs(jobs, args, variant_names, out, start)
+    except KeyboardInterrupt:  # keep what finished: its records and a report of them
+        sys.stderr.write("\ninterrupted: writing the report of the records finished so far\n")
+        interrupted = True
     else:
-        for n, (fam, ids) in enumerate(jobs, 1):
-            _run_chunk([], fam, variant_names, ids, str(out))
-            _progress(n, len(jobs), start)
+        interrupted = False
     sys.stderr.write("\n")
     from harness import records
     from harness.report import write_outputs
@@ -144,7 +146,65 @@ def cmd_run(args) -> int:
           f" {time.perf_counter() - start:.1f} s)")
     for label, path in paths.items():
         print(f"{label}: {path}")
+    if interrupted:
+        return 130
     return 1 if int(bad.sum()) > known else 0
+
+
+def _run_jobs(jobs, args, variant_names, out, start) -> None:
+    """Run the jobs in worker processes; a job whose worker dies (a native crash) is run
+    again one variant at a time, each alone, and a variant that still kills its worker
+    gets ``error`` records on that case while the rest of the run goes on."""
+    crashed = _pool_run(jobs, args.workers, args.variants_from, variant_names, out, start)
+    if crashed:
+        from harness.suite import suite_items
+
+        for families, case_ids in crashed:
+            done = _recorded(out)
+            for variant in {i.variant.name: i.variant for i in suite_items(families, variant_names, case_ids)}.values():
+                if (variant.family, variant.name, case_ids[0]) in done:
+                    continue
+                if _pool_run([([variant.family], case_ids)], 1, args.variants_from, [variant.name], out, None):
+                    _record_crash(variant, case_ids[0], out)
+
+
+def _pool_run(jobs, workers, variant_files, variant_names, out, start) -> list:
+    """The jobs whose worker died; progress is drawn when ``start`` is given."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    crashed = []
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        futures = {pool.submit(_run_chunk, variant_files, fam, variant_names, ids, str(out)): (fam, ids) for fam, ids in jobs}
+        for n, future in enumerate(as_completed(futures), 1):
+            try:
+                future.result()
+            except BrokenProcessPool:
+                crashed.append(futures[future])
+            if start is not None:
+                _progress(n, len(jobs), start)
+    return crashed
+
+
+def _recorded(out) -> set:
+    from harness import records
+
+    frame = records.load(out)
+    return set(zip(frame["family"], frame["variant"], frame["case_id"]))
+
+
+def _record_crash(variant, case_id: str, out) -> None:
+    from harness import records
+    from harness.families import get_family
+    from harness.runner import reproduce_command
+
+    family = get_family(variant.family)
+    case = family.case_from_id(case_id)
+    detail = ("the worker process died while running this variant on this case (a native crash: a segfault or an "
+              "abort in a kernel); the rest of the run went on")
+    rows = [records.Record(case_id=case.id, family=variant.family, variant=variant.name, check=s.check, target=s.target,
+                           status="error", dtype=case.dtype, detail=detail, case=case.describe(), case_params=case.params(),
+                           reproduce=reproduce_command(case, variant)) for s in family.checks_for(case)]
+    records.append(Path(out) / f"records-crashes-{os.getpid()}.jsonl", rows)
 
 
 def _progress(done: int, total: int, start: float) -> None:
@@ -176,17 +236,41 @@ def cmd_list(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import pandas as pd
+
     from harness import records
     from harness.report import write_outputs
 
-    source = Path(args.results)
-    frame = records.load(source)
+    sources = [Path(r) for r in args.results]
+    frame = pd.concat([records.load(source) for source in sources], ignore_index=True)
+    if len(sources) > 1 and not args.out:
+        raise UsageProblem("merging several results needs --out")
+    source = sources[0]
     out = Path(args.out) if args.out else (source if source.is_dir() else source.parent)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_outputs(out, command="attn-oracle " + " ".join(shlex.quote(a) for a in args.argv), frame=frame)
     for label, path in paths.items():
         print(f"{label}: {path}")
     return 0
+
+
+def cmd_compare(args) -> int:
+    from harness import records
+    from harness.compare import compare, summary
+
+    result = compare(records.load(args.old), records.load(args.new), margin_drop=args.margin_drop)
+    print(summary(result))
+    return 1 if len(result["new_failures"]) else 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N, like 2/4, not {text!r}") from None
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: I must be between 1 and N")
+    return index, count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,8 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--variants", action="append", help="variant names (repeatable or comma-separated; default all)")
     run.add_argument("--variants-from", action="append", default=[], metavar="PATH", help="load variants from a file")
     run.add_argument("--case", action="append", help="run only this case id (repeatable); needs one --family")
-    run.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="worker processes (default 1); a worker that dies is recorded, the run goes on")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    run.add_argument("--shard", type=_shard, metavar="I/N",
+                     help="run the I-th of N deterministic shares of the cases (merge with attn-oracle report)")
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="families, variants, availability and limitations")
@@ -208,9 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_list)
 
     rep = sub.add_parser("report", help="re-render a report from saved records (a run folder or results.csv)")
-    rep.add_argument("results")
-    rep.add_argument("--out", help="output folder (default: beside the results)")
+    rep.add_argument("results", nargs="+", help="run folders or results.csv files; several are merged")
+    rep.add_argument("--out", help="output folder (default: beside the results; required to merge)")
     rep.set_defaults(func=cmd_report)
+
+    cmp = sub.add_parser("compare", help="what got worse between two runs: new failures, margins that shrank")
+    cmp.add_argument("old", help="the earlier run (folder or results.csv)")
+    cmp.add_argument("new", help="the later run")
+    cmp.add_argument("--margin-drop", type=float, default=0.1, help="report passes whose margin fell by more (default 0.1)")
+    cmp.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -81,6 +81,8 @@ def write_outputs(results_dir: str | Path, command: str, frame: pd.DataFrame | N
     results_dir = Path(results_dir)
     frame = record_store.load(results_dir) if frame is None else frame
     csv_path = record_store.save_csv(frame, results_dir / "results.csv")
+    json_path = results_dir / "results.json"
+    frame.to_json(json_path, orient="records", indent=None)
     html_path = results_dir / "report.html"
     html_path.write_text(render_html(frame, describe(), command), encoding="utf-8")
-    return {"report": html_path, "results": csv_path}
+    return {"report": html_path, "results": csv_path, "json": json_path}

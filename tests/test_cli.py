@@ -86,3 +86,62 @@ def test_list_names_every_variant_and_why_it_cannot_run_here():
     for name in ("sdpa_math", "sdpa_flash_cpu", "flex_attention", "sliced_attention", "executorch_custom_sdpa", "flash_attn"):
         assert name in result.stdout
     assert "has no backward on CPU" in result.stdout
+
+
+CRASHING_VARIANT = '''
+import os
+from harness.registry import variant
+
+@variant("attention", "aborts_on_causal", dtypes=("float32",))
+def aborts_on_causal(q, k, v, *, scale, causal, window, alignment, mask, softcap):
+    os.abort()  # a native crash, as a C++ kernel's abort would be
+'''
+
+
+def test_a_worker_that_dies_is_recorded_and_the_run_goes_on(tmp_path):
+    variants_file = tmp_path / "crashing.py"
+    variants_file.write_text(CRASHING_VARIANT)
+    out = tmp_path / "run"
+    result = run_cli("run", "--family", "attention", "--variants", "aborts_on_causal,sdpa_math", "--variants-from",
+                     str(variants_file), "--case", CASE, "--workers", "2", "--out", str(out))
+    assert result.returncode == 1, result.stderr[-2000:]
+    table = pd.read_csv(out / "results.csv")
+    crashed = table[table["variant"] == "aborts_on_causal"]
+    assert len(crashed) and set(crashed["status"]) == {"error"} and crashed["detail"].str.contains("worker process died").all()
+    assert set(table.loc[table["variant"] == "sdpa_math", "status"]) == {"pass"}
+
+
+def test_shards_partition_the_cases_and_report_merges_them(tmp_path, capsys):
+    common = ["run", "--family", "kv_cache", "--variants", "index_copy_cache"]
+    for shard in ("1/2", "2/2"):
+        assert main(common + ["--shard", shard, "--out", str(tmp_path / shard.replace("/", "of"))]) == 0
+    first, second = (pd.read_csv(tmp_path / f"{i}of2" / "results.csv") for i in (1, 2))
+    assert set(first["case_id"]).isdisjoint(second["case_id"]) and len(set(first["case_id"]) | set(second["case_id"])) == 9
+    assert main(["report", str(tmp_path / "1of2"), str(tmp_path / "2of2"), "--out", str(tmp_path / "merged")]) == 0
+    merged = pd.read_csv(tmp_path / "merged" / "results.csv")
+    assert len(merged) == len(first) + len(second) and (tmp_path / "merged" / "results.json").exists()
+    with pytest.raises(SystemExit):  # argparse's own one-line usage error
+        main(["run", "--shard", "3/2"])
+
+
+def test_compare_names_new_failures_and_shrunk_margins(tmp_path, capsys):
+    old = pd.DataFrame([
+        dict(family="kv_cache", variant="v", case_id="c1", check="OUT", target="prefill", status="pass", margin=0.9),
+        dict(family="kv_cache", variant="v", case_id="c2", check="OUT", target="prefill", status="pass", margin=0.9),
+        dict(family="kv_cache", variant="v", case_id="c3", check="OUT", target="prefill", status="fail", margin=-1.0),
+    ])
+    new = old.copy()
+    new.loc[0, ["status", "margin"]] = ["fail", -0.5]
+    new.loc[1, "margin"] = 0.2
+    new.loc[2, ["status", "margin"]] = ["pass", 0.8]
+    for frame, name in ((old, "old.csv"), (new, "new.csv")):
+        for column in ("detail", "reproduce", "known_failure", "worst_index", "case", "dtype"):
+            frame[column] = ""
+        frame["case_params"] = "{}"
+        frame.to_csv(tmp_path / name, index=False)
+    assert main(["compare", str(tmp_path / "old.csv"), str(tmp_path / "new.csv")]) == 1
+    text = capsys.readouterr().out
+    assert "new failures: 1" in text and "c1 pass -> fail" in text
+    assert "shrunk: 1" in text and "c2" in text and "margin 0.9 -> 0.2" in text
+    assert "fixed: 1" in text
+    assert main(["compare", str(tmp_path / "old.csv"), str(tmp_path / "old.csv")]) == 0
