@@ -14,8 +14,26 @@ from typing import Callable
 
 import torch
 from torch.export import Dim, ExportedProgram
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 Bounds = dict[str, tuple[int, int | None]]  # Dim name -> (min, max); None: unbounded
+
+
+class LargestTensorMeter(TorchDispatchMode):
+    """While active, records the largest tensor any op produces (elements), for MEM on
+    eager forms that have no graph to read: measured, not derived from metadata."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest, self.where = 0, ""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() > self.largest:
+                self.largest, self.where = t.numel(), f"{func} {tuple(t.shape)}"
+        return out
 
 
 @dataclass
@@ -23,6 +41,7 @@ class Program:
     run: Callable[..., tuple]
     bounds: Bounds = field(default_factory=dict)  # empty: the form keeps no shape ranges
     graph: torch.fx.Graph | None = None
+    meter: LargestTensorMeter | None = None  # eager forms: what ``run`` measured over the calls
 
 
 def declared_dims(dynamic_shapes) -> list[tuple[int, int, Dim]]:

@@ -11,7 +11,7 @@ import copy
 import torch
 from torch.export import Dim
 
-from harness.export import Program, program_bounds, reexport_submodule
+from harness.export import LargestTensorMeter, Program, program_bounds, reexport_submodule
 
 
 def _export(module, example_args, dynamic_shapes, **kwargs):
@@ -70,3 +70,16 @@ def unsliced_presented_as_sliced(module, example_args, *, dynamic_shapes):
     whole.chunk = example_args[0].shape[2]
     ep = _export(whole, example_args, dynamic_shapes)
     return Program(ep.module(), program_bounds(ep, dynamic_shapes), ep.graph)
+
+
+def eager_unsliced_presented_as_sliced(module, example_args, *, dynamic_shapes):
+    """The eager module with one slice of the whole length, measured while it runs."""
+    whole = copy.deepcopy(module)
+    whole.chunk = example_args[0].shape[2]
+    meter = LargestTensorMeter()
+
+    def run(*args):
+        with meter:
+            return whole(*args)
+
+    return Program(run, meter=meter)

@@ -69,6 +69,7 @@ def test_torch_program_forms_pass_the_seed_000_case(name):
     (m.state_frozen_as_a_constant, GDN, ["EXPORT:calls"], []),
     (m.never_resets_at_position_zero, GDN, ["EXPORT:calls"], []),
     (m.unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate"], ["EXPORT:calls"]),
+    (m.eager_unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate"], ["EXPORT:calls"]),
 ])
 def test_program_checks_catch_their_mutants(mutant, case, catching, passing):
     records = _records(mutant, case)
@@ -106,3 +107,12 @@ def test_case_ids_round_trip_and_bad_cases_are_named():
         ProgramCase("gdn_block", calls=(0, 4))
     with pytest.raises(ValueError, match="module 'mlp' is not one of"):
         ProgramCase("mlp", calls=(0, 1, 2))
+
+
+def test_the_eager_module_is_measured_while_it_runs():
+    (variant,) = variants("programs", ["eager_module"])
+    records = {f"{r.check}:{r.target}": r for r in evaluate(SLICED, variant, ORACLES)}
+    memory = records["MEM:largest_intermediate"]
+    assert memory.status == PASS and "measured while running" in memory.detail
+    assert memory.error == 1 * 2 * 64 * 128, memory.detail  # the score block of the last slice
+    assert records["EXPORT:calls"].status == PASS

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.export import Program, program_bounds, reexport_submodule, saved_and_loaded
+from harness.export import LargestTensorMeter, Program, program_bounds, reexport_submodule, saved_and_loaded
 from harness.registry import Limitation, variant
 
 NO_SUBMODULE = Limitation("only modules with an attention submodule are re-exported", features={"module:gdn_block",
@@ -47,6 +47,20 @@ def export_reexport_attention(module, example_args, *, dynamic_shapes):
     ep = export(module, example_args, dynamic_shapes, preserve_module_call_signature=("attend",))
     sub, bounds = reexport_submodule(ep, module, "attend", dynamic_shapes, carry_bounds=True)
     return Program(ep.module(), bounds, sub.graph)
+
+
+@variant("programs", "eager_module", dtypes=("float32",), limitations=[
+    Limitation("an eager module records no shape ranges", checks={"BOUNDS"}),
+])
+def eager_module(module, example_args, *, dynamic_shapes):
+    """The module itself in the case dtype; MEM measures the largest tensor its ops produce."""
+    meter = LargestTensorMeter()
+
+    def run(*args):
+        with meter:
+            return module(*args)
+
+    return Program(run, meter=meter)
 
 
 @variant("programs", "compiled_inductor", dtypes=("float32",), limitations=[
