@@ -120,6 +120,7 @@ def reexport_submodule(ep: ExportedProgram, parent: torch.nn.Module, fqn: str, d
     parent_symbol = {d.__name__: _user_inputs(ep)[arg].meta["val"].shape[dim].node.expr
                      for arg, dim, d in declared_dims(dynamic_shapes)}
     dims: dict = {}  # one Dim per parent symbol, shared by every input dim that carries it
+    first_seen: dict = {}  # symbol -> (input, dim) where it first appears
     example, spec = [], []
     for i, value in enumerate(values):
         shape, per_dim = [], {}
@@ -128,6 +129,7 @@ def reexport_submodule(ep: ExportedProgram, parent: torch.nn.Module, fqn: str, d
                 expr = size.node.expr
                 lower, upper = _range(ep, size)
                 if expr not in dims:
+                    first_seen[expr] = (i, d)
                     name = f"{fqn.replace('.', '_')}_s{len(dims)}"
                     dims[expr] = Dim(name, min=lower, max=upper) if carry_bounds and upper is not None else Dim(name, min=lower)
                 per_dim[d] = dims[expr]
@@ -139,10 +141,6 @@ def reexport_submodule(ep: ExportedProgram, parent: torch.nn.Module, fqn: str, d
     sub = parent.get_submodule(fqn)
     program = torch.export.export(sub, tuple(example), dynamic_shapes=tuple(spec))
     inputs = _user_inputs(program)
-    bounds: Bounds = {}
-    for name, expr in parent_symbol.items():
-        for i, value in enumerate(values):
-            for d, size in enumerate(value.shape):
-                if isinstance(size, torch.SymInt) and size.node.expr == expr and name not in bounds:
-                    bounds[name] = _range(program, inputs[i].meta["val"].shape[d])
+    bounds = {name: _range(program, inputs[i].meta["val"].shape[d])
+              for name, expr in parent_symbol.items() if expr in first_seen for i, d in [first_seen[expr]]}
     return program, bounds

@@ -120,7 +120,6 @@ class Variant:
                 return limitation
         return None
 
-
     def known_failure_for(self, features: frozenset[str], dtype: str, check_tags: frozenset[str]) -> KnownFailure | None:
         return next((k for k in self.known_failures if k.applies(features, dtype, check_tags)), None)
 

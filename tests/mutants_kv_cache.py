@@ -42,12 +42,6 @@ class WritesOneSlotLate(PositionedCache):
     def slots(self, start, length):
         return super().slots(start + 1, length)
 
-    def write(self, start, k, v):
-        slots = self.slots(start, k.shape[1])
-        self.k.index_copy_(1, slots, k)
-        self.v.index_copy_(1, slots, v)
-        self.positions.index_copy_(0, slots, torch.arange(start, start + k.shape[1]))
-
 
 class DecodeWritesSwappedRows(PositionedCache):
     """Decode steps write batch row b's K/V into row b + 1 (mod B); prefill is right."""

@@ -159,16 +159,29 @@ def _steps(case, x, dtype):
                                   initial=torch.zeros(_cache_shape(case), dtype=dtype))
 
 
+def _sentinel_caches(case, x, dtype) -> dict[str, list]:
+    """What SLOT requires, exactly, after each call: the caches of a cache that held the
+    sentinel, in the case dtype."""
+    expected = {}
+    for name, fill in (("k_cache", SENTINEL_KEY), ("v_cache", SENTINEL_VALUE)):
+        initial = torch.full(_cache_shape(case), fill, dtype=dtype)
+        values = x[name[0]].to(dtype)
+        expected[name] = [cache_after(case.kind, case.capacity, values, p + n, initial) for p, n in call_positions(case.schedule)]
+    return expected
+
+
 @dataclass
 class KVOracle:
     inputs: dict
     truth: list  # per call (out, k_cache, v_cache), float64
     baseline: list  # the same in the case dtype
+    slots: dict  # k_cache / v_cache: per call, the sentinel-filled cache SLOT expects
 
 
 def oracle(case: KVCase) -> KVOracle:
     x = make_inputs(case)
-    return KVOracle(x, _steps(case, x, torch.float64), _steps(case, x, TORCH_DTYPES[case.dtype]))
+    dtype = TORCH_DTYPES[case.dtype]
+    return KVOracle(x, _steps(case, x, torch.float64), _steps(case, x, dtype), _sentinel_caches(case, x, dtype))
 
 
 def checks_for(case: KVCase) -> list[CheckSpec]:
@@ -242,11 +255,8 @@ def run(case: KVCase, fn, device: str, oracle: KVOracle, wanted: list[CheckSpec]
         got, _ = run_schedule((SENTINEL_KEY, SENTINEL_VALUE))
         for spec in specs:
             if spec.check == "SLOT":
-                i, fill = cache_index(spec.target), SENTINEL_KEY if spec.target == "k_cache" else SENTINEL_VALUE
-                values = oracle.inputs["k" if i == 1 else "v"].to(dtype)
-                initial = torch.full(_cache_shape(case), fill, dtype=dtype)
-                expected = [cache_after(case.kind, case.capacity, values, p + n, initial) for p, n in calls]
-                results[spec.key] = exact_calls("SLOT", spec.target, [g[i] for g in got], expected, describe, describe_slot)
+                results[spec.key] = exact_calls("SLOT", spec.target, [g[cache_index(spec.target)] for g in got],
+                                                oracle.slots[spec.target], describe, describe_slot)
             else:
                 results[spec.key] = compare_calls("INV", "unused_slots", [g[0] for g in got], [t[0] for t in oracle.truth],
                                                   [b[0] for b in oracle.baseline], dtype, describe)

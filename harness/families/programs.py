@@ -34,6 +34,7 @@ import torch
 from torch.export import Dim
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
+from harness.export import declared_bounds
 from harness.families import CheckSpec, Family, run_guarded
 from harness.steps import compare_calls
 from harness.tolerance import FAIL, PASS, Comparison
@@ -224,7 +225,7 @@ def oracle(case: ProgramCase) -> ProgramOracle:
 def checks_for(case: ProgramCase) -> list[CheckSpec]:
     specs = [CheckSpec("EXPORT", "calls")]
     if case.spec.dynamic_shapes:
-        specs += [CheckSpec("BOUNDS", d.__name__) for spec in case.spec.dynamic_shapes() if spec for d in spec.values()]
+        specs += [CheckSpec("BOUNDS", name) for name in declared_bounds(case.spec.dynamic_shapes())]
     if case.spec.memory_bound:
         specs.append(CheckSpec("MEM", "largest_intermediate"))
     return specs
@@ -235,7 +236,7 @@ def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[
     results: dict[str, Comparison] = {}
     spec = case.spec
     dynamic_shapes = spec.dynamic_shapes() if spec.dynamic_shapes else None
-    declared = {d.__name__: (d.min, d.max) for s in (dynamic_shapes or ()) if s for d in s.values()}
+    declared = declared_bounds(dynamic_shapes)
     first = tuple(_cast(t, dtype) for t in _calls(case)[0]) + tuple(_cast(s, dtype) for s in spec.initial_state())
 
     def describe(call):

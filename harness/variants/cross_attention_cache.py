@@ -61,11 +61,13 @@ class CondCrossAttention(nn.Module):
         return out.transpose(1, 2)
 
 
-def _run(block, steps):
+def _run(block, steps, call=None):
+    """Call ``call`` (the block itself unless given) on each step; snapshot the block's caches."""
+    call = block if call is None else call
     results = []
     with torch.no_grad():
         for q, encoder in steps:
-            out = block(q, encoder)
+            out = call(q, encoder)
             results.append((out, block.k_cache.clone(), block.v_cache.clone()))
     return results
 
@@ -98,12 +100,7 @@ def seed004_cond_compiled(weights, steps, *, heads, head_dim, scale):
     """Seed 004's block through torch.compile (Inductor, CPU), whose lowerings of the two ops
     alias and write the cache buffers in place."""
     block = _module(weights, steps, heads, head_dim, scale)
-    compiled = torch.compile(block, backend="inductor", fullgraph=True)
-    results = []
-    with torch.no_grad():
-        for q, encoder in steps:
-            results.append((compiled(q, encoder), block.k_cache.clone(), block.v_cache.clone()))
-    return results
+    return _run(block, steps, torch.compile(block, backend="inductor", fullgraph=True))
 
 
 @variant("cross_cache", "python_if_cache", dtypes=("float32", "bfloat16", "float16", "float64"))

@@ -11,6 +11,7 @@ import torch
 
 from harness.native_io import native_stderr_silenced
 from harness.registry import Limitation, variant
+from harness.variants.kv_cache_torch import PositionedCache, run_calls
 
 MODULES = ("executorch.examples.models.llama.attention",)
 OPS = ("executorch.extension.llm.custom_ops.custom_ops",)
@@ -74,46 +75,41 @@ def executorch_ring_kvcache(steps, k_cache, v_cache, *, kind, window, scale):
     return _module_calls(cache, steps, cache.create_causal_mask_for_ring_buffer, scale)
 
 
+class _UpdateCacheOp(PositionedCache):
+    """Writes with torch.ops.llama.update_cache: contiguous slots from start_pos."""
+
+    def write(self, start, k, v):
+        with native_stderr_silenced():
+            torch.ops.llama.update_cache(k, self.k, start)
+            torch.ops.llama.update_cache(v, self.v, start)
+        self.remember(start, k.shape[1])
+
+
+class _UpdateCacheWithIndicesOp(PositionedCache):
+    """Writes with torch.ops.llama.update_cache_with_indices: slot p (or p mod S) of every batch row."""
+
+    def write(self, start, k, v):
+        indices = self.slots(start, k.shape[1])[None, :].expand(k.shape[0], -1).contiguous()
+        with native_stderr_silenced():
+            torch.ops.llama.update_cache_with_indices(k, self.k, start, indices)
+            torch.ops.llama.update_cache_with_indices(v, self.v, start, indices)
+        self.remember(start, k.shape[1])
+
+
 @variant("kv_cache", "executorch_update_cache", dtypes=("float32",), requires=OPS, limitations=[
     Limitation("update_cache writes contiguous slots start_pos..; ring caches need update_cache_with_indices",
                features={"kind:ring"}),
 ])
 def executorch_update_cache(steps, k_cache, v_cache, *, kind, window, scale):
-    """torch.ops.llama.update_cache (C++) in place, then torch SDPA over the written slots with a
-    causal (and window) mask built here."""
-    results = []
-    slots = k_cache.shape[1]
-    for q, k, v, start in steps:
-        with native_stderr_silenced():
-            torch.ops.llama.update_cache(k, k_cache, start)
-            torch.ops.llama.update_cache(v, v_cache, start)
-        query = torch.arange(start, start + q.shape[1])[:, None]
-        behind = query - torch.arange(slots)[None, :]
-        mask = (behind >= 0) & (behind < window if window is not None else True)
-        out = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2), attn_mask=mask, scale=scale,
-            enable_gqa=q.shape[2] != k.shape[2])
-        results.append((out.transpose(1, 2), k_cache.clone(), v_cache.clone()))
-    return results
+    """torch.ops.llama.update_cache (C++) in place, then torch SDPA masked by the positions the slots hold."""
+    return run_calls(_UpdateCacheOp(k_cache, v_cache, kind, window), steps, scale)
 
 
 @variant("kv_cache", "executorch_update_cache_with_indices", dtypes=("float32",), requires=OPS)
 def executorch_update_cache_with_indices(steps, k_cache, v_cache, *, kind, window, scale):
     """torch.ops.llama.update_cache_with_indices (C++) writing slot p (or p mod S) of every batch
     row, then torch SDPA masked by the positions the slots hold."""
-    from harness.variants.kv_cache_torch import PositionedCache
-
-    cache = PositionedCache(k_cache, v_cache, kind, window)
-    results = []
-    for q, k, v, start in steps:
-        slots = cache.slots(start, q.shape[1])
-        indices = slots[None, :].expand(k.shape[0], -1).contiguous()
-        with native_stderr_silenced():
-            torch.ops.llama.update_cache_with_indices(k, k_cache, start, indices)
-            torch.ops.llama.update_cache_with_indices(v, v_cache, start, indices)
-        cache.positions.index_copy_(0, slots, torch.arange(start, start + q.shape[1]))
-        results.append((cache.attend(q, start, scale), k_cache.clone(), v_cache.clone()))
-    return results
+    return run_calls(_UpdateCacheWithIndicesOp(k_cache, v_cache, kind, window), steps, scale)
 
 
 @variant("kv_cache", "executorch_sdpa_with_kv_cache", dtypes=("float32",), requires=OPS, limitations=[STATIC_ONLY])

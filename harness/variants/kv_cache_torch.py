@@ -29,7 +29,11 @@ class PositionedCache:
         slots = self.slots(start, k.shape[1])
         self.k.index_copy_(1, slots, k)
         self.v.index_copy_(1, slots, v)
-        self.positions.index_copy_(0, slots, torch.arange(start, start + k.shape[1], device=self.k.device))
+        self.remember(start, k.shape[1])
+
+    def remember(self, start: int, length: int) -> None:
+        """Record which positions the slots of a write of ``length`` tokens at ``start`` now hold."""
+        self.positions.index_copy_(0, self.slots(start, length), torch.arange(start, start + length, device=self.k.device))
 
     def visible(self, start: int, length: int) -> torch.Tensor:
         """Bool ``[n, S]``: query at position ``start + i`` may read slot s."""
