@@ -95,7 +95,8 @@ def nan_after_prefill(steps, k_cache, v_cache, *, kind, window, scale):
 # Cross-attention caches --------------------------------------------------------------
 
 
-def cross_driver(weights, steps, *, heads, head_dim, scale, store=True, reuse=True, clobber_encoder=False):
+def cross_driver(weights, steps, *, heads, head_dim, scale, store=True, reuse=True, clobber_encoder=False,
+                 causal=False):
     """A cross-attention cache driven call by call; the knobs are bugs."""
     batch, length, _ = steps[0][1].shape
     cache = torch.zeros(2, batch, heads, length, head_dim, dtype=steps[0][0].dtype)
@@ -112,9 +113,15 @@ def cross_driver(weights, steps, *, heads, head_dim, scale, store=True, reuse=Tr
                 filled = True
         if clobber_encoder:
             encoder.zero_()
-        out = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, scale=scale).transpose(1, 2)
-        results.append((out, cache[0].clone(), cache[1].clone()))
+        out = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, scale=scale, is_causal=causal)
+        results.append((out.transpose(1, 2), cache[0].clone(), cache[1].clone()))
     return results
+
+
+def causal_cross_attention(weights, steps, **kw):
+    """Masks the encoder states causally, as if they were the decoder's own past: a right
+    cache, wrong outputs."""
+    return cross_driver(weights, steps, **kw, causal=True)
 
 
 def recomputed_every_call(weights, steps, **kw):

@@ -107,6 +107,7 @@ def test_every_kv_cache_check_is_exercised_here():
     (m.never_filled, ["STATE:k_cache", "STATE:v_cache", "REUSE:poisoned_encoder"], ["OUT:steps"]),
     (m.appends_decoder_keys, ["REUSE:cache", "STATE:k_cache"], ["OUT:steps", "REUSE:poisoned_encoder"]),
     (m.zeroes_the_encoder_states, ["ALIAS:inputs"], ["OUT:steps", "STATE:k_cache", "REUSE:cache"]),
+    (m.causal_cross_attention, ["OUT:steps", "REUSE:poisoned_encoder"], ["STATE:k_cache", "REUSE:cache", "ALIAS:inputs"]),
 ])
 def test_cross_cache_checks_catch_their_mutants(mutant, catching, passing):
     records = _records(mutant, CROSS)
