@@ -5,6 +5,10 @@ from harness.families.programs import ProgramCase
 GRID = [
     # the Gated DeltaNet block: prefill, two continuing calls, a reset at position 0, one more
     ProgramCase("gdn_block", calls=(0, 4, 8, 0, 4), seed=0),
+    # the peers' modules: ExecuTorch's AttentionMHA filling its 16-slot cache, then starting
+    # over at 0; its AttentionGatedDeltaNet with a reset
+    ProgramCase("executorch_attention_mha", calls=(0, 4, 8, 12, 0), seed=0),
+    ProgramCase("executorch_gdn_block", calls=(0, 4, 8, 0, 4), seed=0),
 ]
 PINNED = [
     # seed 000: static query 12, context at its min 13, an interior 40 and its max 64 (the

@@ -9,6 +9,7 @@ the program records them, ``graph`` is the graph whose node metadata MEM measure
 from __future__ import annotations
 
 import io
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,19 +21,53 @@ from torch.utils._pytree import tree_leaves
 Bounds = dict[str, tuple[int, int | None]]  # Dim name -> (min, max); None: unbounded
 
 
-class LargestTensorMeter(TorchDispatchMode):
-    """While active, records the largest tensor any op produces (elements), for MEM on
-    eager forms that have no graph to read: measured, not derived from metadata."""
+class MemoryMeter(TorchDispatchMode):
+    """While active, measures what the ops it sees allocate: the largest tensor any op
+    produces (elements) and the peak of the bytes held live by storages created while
+    it was active (inputs and other storages from outside are not counted). For MEM on
+    forms whose ops run through torch's dispatcher: measured, not derived from metadata.
+
+    A storage counts from the first op that returns a tensor on it until the last such
+    tensor is freed (a finalizer per tensor; views share their storage's count)."""
 
     def __init__(self):
         super().__init__()
         self.largest, self.where = 0, ""
+        self.peak_bytes, self.peak_where = 0, ""
+        self._live: dict[int, list[int]] = {}  # storage address -> [tensors alive, bytes]
+        self._bytes = 0
+
+    def _release(self, key: int) -> None:
+        entry = self._live[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self._bytes -= entry[1]
+            del self._live[key]
+
+    def _hold(self, t: torch.Tensor, outside: set[int]) -> None:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self._live:
+            if key in outside:
+                return  # a view or in-place result on memory from outside the meter
+            self._live[key] = [0, storage.nbytes()]
+            self._bytes += storage.nbytes()
+        self._live[key][0] += 1
+        weakref.finalize(t, self._release, key)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outside = {t.untyped_storage().data_ptr() for t in inputs}
         for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.numel() > self.largest:
+            if not isinstance(t, torch.Tensor):
+                continue
+            if t.numel() > self.largest:
                 self.largest, self.where = t.numel(), f"{func} {tuple(t.shape)}"
+            if not any(t is i for i in inputs):
+                self._hold(t, outside)
+        if self._bytes > self.peak_bytes:
+            self.peak_bytes, self.peak_where = self._bytes, str(func)
         return out
 
 
@@ -41,7 +76,10 @@ class Program:
     run: Callable[..., tuple]
     bounds: Bounds = field(default_factory=dict)  # empty: the form keeps no shape ranges
     graph: torch.fx.Graph | None = None
-    meter: LargestTensorMeter | None = None  # eager forms: what ``run`` measured over the calls
+    # True when ``run`` executes torch ops through the dispatcher (eager modules, the
+    # GraphModules of exported programs), so a MemoryMeter can measure it; False for
+    # generated kernels and other runtimes, whose allocations it cannot see.
+    observable: bool = True
 
 
 def declared_dims(dynamic_shapes) -> list[tuple[int, int, Dim]]:
@@ -144,3 +182,28 @@ def reexport_submodule(ep: ExportedProgram, parent: torch.nn.Module, fqn: str, d
     bounds = {name: _range(program, inputs[i].meta["val"].shape[d])
               for name, expr in parent_symbol.items() if expr in first_seen for i, d in [first_seen[expr]]}
     return program, bounds
+
+
+def lower_to_executorch(ep: ExportedProgram, partitioners: list) -> tuple[Callable, torch.fx.Graph, ExportedProgram]:
+    """``ep`` lowered (``to_edge_transform_and_lower`` with ``partitioners``, then
+    ``to_executorch``) and loaded by ExecuTorch's runtime. Returns ``run(*tensors) -> tuple``
+    (mutable buffers live in the loaded method between calls), the edge graph before
+    emission, and the emitted program. Needs the ``executorch`` extra."""
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    from harness.native_io import native_stderr_silenced
+
+    with native_stderr_silenced():
+        edge = to_edge_transform_and_lower(ep, partitioner=partitioners)
+        graph = edge.exported_program().graph
+        emitted = edge.to_executorch()
+        program = Runtime.get().load_program(emitted.buffer)
+        method = program.load_method("forward")
+
+    def run(*args):
+        with native_stderr_silenced():
+            return tuple(method.execute([a.contiguous() for a in args]))
+
+    run.keep_alive = program  # the method needs its program alive
+    return run, graph, emitted.exported_program()

@@ -130,9 +130,14 @@ def _probe(v: Variant) -> str:
 
         if not torch.cuda.is_available():
             return "needs a CUDA GPU; torch.cuda.is_available() is False here"
+    return import_problem(v.requires)
+
+
+def import_problem(modules: tuple[str, ...]) -> str:
+    """Empty if every module imports; else which one does not, why, and what to install."""
     from harness.native_io import native_stderr_silenced
 
-    for module in v.requires:
+    for module in modules:
         try:
             with native_stderr_silenced():  # optional libraries log native warnings on import
                 importlib.import_module(module)

@@ -7,6 +7,7 @@ records, with limitations turned into ``unsupported`` rows.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections import OrderedDict
 
@@ -38,8 +39,8 @@ class OracleCache:
 
 
 def reproduce_command(case, variant: Variant) -> str:
-    extra = f" --variants-from {variant.source}" if variant.source and "/harness/variants/" not in variant.source else ""
-    return f"attn-oracle run --family {variant.family} --variants {variant.name} --case {case.id}{extra}"
+    extra = f" --variants-from {shlex.quote(str(variant.source))}" if variant.source and "/harness/variants/" not in variant.source else ""
+    return f"attn-oracle run --family {variant.family} --variants {shlex.quote(variant.name)} --case {shlex.quote(case.id)}{extra}"
 
 
 def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
@@ -53,7 +54,7 @@ def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
     def unsupported(spec, reason):
         return Record(check=spec.check, target=spec.target, status=UNSUPPORTED, detail=reason, **common)
 
-    reason = variant.unavailable_reason()
+    reason = variant.unavailable_reason() or get_family(case.family).case_unavailable(case)
     whole = variant.limitation_for(features, case.dtype)
     if reason or whole:
         return [unsupported(s, reason or whole.reason) for s in specs]

@@ -57,6 +57,37 @@ class CachedAttentionLayer(nn.Module):
         return out.transpose(1, 2).reshape(batch, query_len, -1) @ self.wo.T, k_cache, v_cache
 
 
+class BufferedCacheAttention(nn.Module):
+    """A KV-cached attention layer with its caches in buffers, as ExecuTorch's AttentionMHA
+    keeps them (RoPE left out: the peer runs with the identity rotation).
+
+    x ``[B, T, E]``, input_pos ``[1]`` (long, the first token's position p): the call writes
+    its K/V at positions ``p .. p+T-1`` and its queries attend over ``0 .. p+T-1``
+    (bottom-right causal). Returns ``(out [B, T, E], k_cache, v_cache [B, Hkv, S, D])``
+    after the call. Eager only: it is the truth for the peer, not a program input.
+    """
+
+    def __init__(self, weights: dict[str, torch.Tensor], heads: int, heads_kv: int, head_dim: int, capacity: int,
+                 batch: int = 1):
+        super().__init__()
+        for name, w in weights.items():
+            self.register_buffer(name, w.clone())
+        self.heads, self.heads_kv, self.head_dim = heads, heads_kv, head_dim
+        dtype = weights["wq"].dtype
+        self.register_buffer("k_cache", torch.zeros(batch, heads_kv, capacity, head_dim, dtype=dtype))
+        self.register_buffer("v_cache", torch.zeros(batch, heads_kv, capacity, head_dim, dtype=dtype))
+
+    def forward(self, x, input_pos):
+        batch, length, _ = x.shape
+        start = int(input_pos[0])
+        q = (x @ self.wq.T).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+        self.k_cache[:, :, start:start + length] = (x @ self.wk.T).view(batch, length, self.heads_kv, -1).transpose(1, 2)
+        self.v_cache[:, :, start:start + length] = (x @ self.wv.T).view(batch, length, self.heads_kv, -1).transpose(1, 2)
+        end = start + length
+        out = attention(q, self.k_cache[:, :, :end], self.v_cache[:, :, :end], causal=True, alignment="bottom_right")[0]
+        return out.transpose(1, 2).reshape(batch, length, -1) @ self.wo.T, self.k_cache.clone(), self.v_cache.clone()
+
+
 class GatedDeltaNetBlock(nn.Module):
     """``reference.gated_deltanet_block`` with its conv and recurrent state in buffers.
 

@@ -3,7 +3,7 @@
 Each is an adapter of the programs family built from a correct form with one thing
 wrong: the seed-000 re-export without the upper bound, a lowering that narrows or
 widens a range, a state that stops updating, a reset that never happens, an
-unsliced attention presented as sliced.
+unsliced attention presented as sliced, a sliced one that keeps every slice's scores.
 """
 
 import copy
@@ -11,7 +11,8 @@ import copy
 import torch
 from torch.export import Dim
 
-from harness.export import LargestTensorMeter, Program, program_bounds, reexport_submodule
+from harness.export import Program, program_bounds, reexport_submodule
+from reference.modules import QuerySlicedAttention
 
 
 def _export(module, example_args, dynamic_shapes, **kwargs):
@@ -76,10 +77,19 @@ def eager_unsliced_presented_as_sliced(module, example_args, *, dynamic_shapes):
     """The eager module with one slice of the whole length, measured while it runs."""
     whole = copy.deepcopy(module)
     whole.chunk = example_args[0].shape[2]
-    meter = LargestTensorMeter()
+    return Program(whole)
 
-    def run(*args):
-        with meter:
-            return whole(*args)
 
-    return Program(run, meter=meter)
+class _HoardingSlicedAttention(QuerySlicedAttention):
+    """Sliced, but each slice's score block is kept until the end: no tensor is larger
+    than one slice's, yet the blocks held together are O(L x L)."""
+
+    def forward(self, q, k, v):
+        hoard = [q[:, :, start:start + self.chunk] @ k.transpose(-1, -2) for start in range(0, q.shape[2], self.chunk)]
+        out = super().forward(q, k, v)
+        return out + 0 * hoard[0].sum()
+
+
+def sliced_but_keeps_every_slice(module, example_args, *, dynamic_shapes):
+    """The eager sliced attention that holds every slice's scores at once (MEM:peak_live only)."""
+    return Program(_HoardingSlicedAttention(module.chunk))

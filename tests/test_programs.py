@@ -68,8 +68,9 @@ def test_torch_program_forms_pass_the_seed_000_case(name):
     (m.lowering_widens_the_range, SEED_000, ["BOUNDS:context"], ["EXPORT:calls"]),
     (m.state_frozen_as_a_constant, GDN, ["EXPORT:calls"], []),
     (m.never_resets_at_position_zero, GDN, ["EXPORT:calls"], []),
-    (m.unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate"], ["EXPORT:calls"]),
-    (m.eager_unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate"], ["EXPORT:calls"]),
+    (m.unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate", "MEM:peak_live"], ["EXPORT:calls"]),
+    (m.eager_unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate", "MEM:peak_live"], ["EXPORT:calls"]),
+    (m.sliced_but_keeps_every_slice, SLICED, ["MEM:peak_live"], ["EXPORT:calls", "MEM:largest_intermediate"]),
 ])
 def test_program_checks_catch_their_mutants(mutant, case, catching, passing):
     records = _records(mutant, case)
@@ -115,4 +116,48 @@ def test_the_eager_module_is_measured_while_it_runs():
     memory = records["MEM:largest_intermediate"]
     assert memory.status == PASS and "measured while running" in memory.detail
     assert memory.error == 1 * 2 * 64 * 128, memory.detail  # the score block of the last slice
+    peak = records["MEM:peak_live"]
+    assert peak.status == PASS and peak.threshold == 4 * (4 * 1 * 2 * 64 * 128 + 2 * 1 * 2 * 128 * 16), peak.detail
+    assert 0 < peak.error <= peak.threshold
     assert records["EXPORT:calls"].status == PASS
+
+
+def test_the_memory_meter_counts_live_storages_and_not_inputs():
+    from harness.export import MemoryMeter
+
+    x = torch.zeros(1000)  # from outside: neither it nor its views count
+    meter = MemoryMeter()
+    with meter:
+        view = x[:500]  # a view of outside memory: 0 bytes
+        a = torch.ones(100)  # 400 bytes live
+        b = torch.ones(200)  # 1200 live
+        del a, b  # 0 live
+        c = torch.ones(250)  # 1000 live
+        c_view = c[:10]  # a view of a live storage: still 1000
+        d = torch.ones(100)  # 1400 live: the peak (2600 if frees were not seen)
+    assert meter.peak_bytes == 1400, meter.peak_where
+    assert meter.largest == 500 and view.numel() == 500 and c_view.numel() == 10 and d.numel() == 100
+
+
+@pytest.mark.parametrize("module", ["executorch_attention_mha", "executorch_gdn_block"])
+def test_the_peers_modules_exported_match_the_reference_they_implement(module):
+    pytest.importorskip("executorch.examples.models.llama.attention")
+    case = next(c for c in __import__("cases.programs", fromlist=["GRID"]).GRID if c.module == module)
+    (variant,) = variants("programs", ["export_module"])
+    records = {f"{r.check}:{r.target}": r for r in evaluate(case, variant, ORACLES)}
+    assert records["EXPORT:calls"].status == PASS, records["EXPORT:calls"].detail
+
+
+def test_a_case_whose_module_cannot_be_built_here_is_unsupported_with_the_reason(monkeypatch):
+    from harness.families import programs
+
+    spec = programs.PROGRAMS["gdn_block"]
+    monkeypatch.setitem(programs.PROGRAMS, "needs_a_missing_package",
+                        programs.ProgramSpec("a module from a package that is not installed", build=spec.build,
+                                             call_inputs=spec.call_inputs, initial_state=spec.initial_state,
+                                             requires=("a_package_that_is_not_installed",)))
+    case = ProgramCase("needs_a_missing_package", calls=(0, 4, 8))
+    (variant,) = variants("programs", ["export_module"])
+    (record,) = evaluate(case, variant, ORACLES)
+    assert record.status == "unsupported"
+    assert "cannot import a_package_that_is_not_installed" in record.detail, record.detail

@@ -8,7 +8,8 @@ A family module defines a ``FAMILY`` object with:
 * ``checks_for(case)``: the ``CheckSpec`` list that applies to the case;
 * ``oracle(case)``: the float64 truth (and same-dtype baseline), once per case;
 * ``run(case, fn, device, oracle, wanted)``: run the adapter ``fn`` and return one
-  ``Comparison`` per wanted ``CheckSpec``, keyed by ``CheckSpec.key``.
+  ``Comparison`` per wanted ``CheckSpec``, keyed by ``CheckSpec.key``;
+* optionally ``case_unavailable(case)``: why the case cannot run here at all ("" if it can).
 
 A family may reuse another family's case type (microsequences uses the documents
 cases); the oracle is always computed by the case type's own family.
@@ -92,6 +93,8 @@ class Family:
     checks_for: Callable
     oracle: Callable
     run: Callable
+    # case -> why no variant can run it here ("" when it can): a case whose module needs a peer's package
+    case_unavailable: Callable = lambda case: ""
 
     def signature_problem(self, fn) -> str:
         return signature_problem(fn, self.positional, self.keywords)

@@ -17,12 +17,19 @@ Adapter contract (a *transformation*: it gets the module and returns a program):
 
 Cases name a module and its calls (see ``PROGRAMS``): seed 000's cached attention layer
 (static query of 12, dynamic context in [13, 64]; calls at 13, 40 and 64), the Gated
-DeltaNet block (conv and recurrent state buffers; a reset call at position 0) and seed
-003's query-sliced attention (static length 128, chunk 64).
+DeltaNet block (conv and recurrent state buffers; a reset call at position 0), seed
+003's query-sliced attention (static length 128, chunk 64), and the peers' modules
+(``harness.peer_modules``: ExecuTorch's AttentionMHA and AttentionGatedDeltaNet with the
+case's weights), whose truth is the reference module they implement. A case whose module
+needs a package that is not installed is unsupported for every variant, with the reason.
 
 Checks: EXPORT (every output of every call, states included, vs the module in float64
 eager), BOUNDS (each declared dim's range in the program == the declaration, exact),
-MEM (the largest intermediate of the graph <= the module's analytic bound). Forward only.
+MEM:largest_intermediate (the largest tensor of the graph, from its node metadata, or
+measured while an eager form runs, <= the module's analytic bound) and MEM:peak_live (the
+most bytes the program's ops hold live at once, measured with ``harness.export.MemoryMeter``
+while it runs, <= the analytic peak; forms whose allocations torch's dispatcher does not see,
+compiled kernels and other runtimes, declare it unsupported). Forward only.
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ import torch
 from torch.export import Dim
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
-from harness.export import declared_bounds
+from harness.export import MemoryMeter, declared_bounds
 from harness.families import CheckSpec, Family, run_guarded
+from harness.registry import import_problem
 from harness.steps import compare_calls
 from harness.tolerance import FAIL, PASS, Comparison
-from reference.modules import CachedAttentionLayer, GatedDeltaNetBlock, QuerySlicedAttention
+from harness.peer_modules import REQUIRES as _PEER
+from reference.modules import BufferedCacheAttention, CachedAttentionLayer, GatedDeltaNetBlock, QuerySlicedAttention
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,10 @@ class ProgramSpec:
     call_inputs: Callable  # (generator, call parameter) -> the call's fresh inputs, float64
     initial_state: Callable  # () -> the state passed to the first call (float64), () when buffered
     dynamic_shapes: Callable | None = None  # () -> torch.export spec; fresh Dims per call
+    reference: Callable | None = None  # (generator, dtype) -> the truth's module, when not ``build``'s (peers)
+    requires: tuple[str, ...] = ()  # modules ``build`` imports (a peer's package)
     memory_bound: Callable | None = None  # (args) -> most elements one intermediate may hold
+    peak_bound: Callable | None = None  # (args) -> most bytes its ops may hold live at once
     submodule: str | None = None  # what a re-export takes standalone
 
 
@@ -62,10 +74,14 @@ def _randn(gen, *shape, std=1.0):
 _E, _H, _HKV, _D, _QUERY, _CAPACITY = 32, 4, 2, 8, 12, 64
 
 
-def _seed000_module(gen, dtype):
+def _seed000_weights(gen, dtype):
     weights = {"wq": _randn(gen, _H * _D, _E, std=_E ** -0.5), "wk": _randn(gen, _HKV * _D, _E, std=_E ** -0.5),
                "wv": _randn(gen, _HKV * _D, _E, std=_E ** -0.5), "wo": _randn(gen, _E, _H * _D, std=(_H * _D) ** -0.5)}
-    return CachedAttentionLayer({n: w.to(dtype) for n, w in weights.items()}, _H, _HKV, _D)
+    return {n: w.to(dtype) for n, w in weights.items()}
+
+
+def _seed000_module(gen, dtype):
+    return CachedAttentionLayer(_seed000_weights(gen, dtype), _H, _HKV, _D)
 
 
 def _seed000_spec():
@@ -77,7 +93,7 @@ def _seed000_spec():
 _GDN = dict(batch=1, hidden=16, heads_k=1, heads_v=2, dim_k=8, dim_v=8, width=4, tokens=4)
 
 
-def _gdn_module(gen, dtype):
+def _gdn_weights(gen, dtype):
     g = _GDN
     conv_dim = 2 * g["heads_k"] * g["dim_k"] + g["heads_v"] * g["dim_v"]
     value_width = g["heads_v"] * g["dim_v"]
@@ -87,8 +103,35 @@ def _gdn_module(gen, dtype):
                "conv": _randn(gen, conv_dim, g["width"], std=0.5), "A_log": _randn(gen, g["heads_v"], std=0.5),
                "dt_bias": _randn(gen, g["heads_v"], std=0.5), "norm": 1.0 + _randn(gen, g["dim_v"], std=0.1),
                "out_proj": _randn(gen, d, value_width, std=value_width ** -0.5)}
-    return GatedDeltaNetBlock({n: w.to(dtype) for n, w in weights.items()}, g["batch"], g["heads_k"], g["heads_v"],
-                              g["dim_k"], g["dim_v"])
+    return {n: w.to(dtype) for n, w in weights.items()}
+
+
+def _gdn_shape():
+    return tuple(_GDN[k] for k in ("batch", "heads_k", "heads_v", "dim_k", "dim_v"))
+
+
+def _gdn_module(gen, dtype):
+    return GatedDeltaNetBlock(_gdn_weights(gen, dtype), *_gdn_shape())
+
+
+def _executorch_gdn_module(gen, dtype):
+    from harness.peer_modules import ExecuTorchGatedDeltaNet
+
+    return ExecuTorchGatedDeltaNet(_gdn_weights(gen, dtype), *_gdn_shape())
+
+
+# ExecuTorch's AttentionMHA: the seed-000 weights, a cache of 16 slots, 4 tokens a call
+_MHA_CAPACITY, _MHA_TOKENS = 16, 4
+
+
+def _mha_module(gen, dtype):
+    return BufferedCacheAttention(_seed000_weights(gen, dtype), _H, _HKV, _D, _MHA_CAPACITY)
+
+
+def _executorch_mha_module(gen, dtype):
+    from harness.peer_modules import ExecuTorchAttentionMHA
+
+    return ExecuTorchAttentionMHA(_seed000_weights(gen, dtype), _H, _HKV, _D, _MHA_CAPACITY)
 
 
 # seed 003: B=1, H=2, L=128, D=16, causal, queries sliced by 64
@@ -109,15 +152,39 @@ PROGRAMS: dict[str, ProgramSpec] = {
         call_inputs=lambda gen, pos: (_randn(gen, _GDN["batch"], _GDN["tokens"], _GDN["hidden"]),
                                       torch.tensor([pos], dtype=torch.long)),
         initial_state=lambda: ()),
+    "executorch_attention_mha": ProgramSpec(
+        "ExecuTorch's AttentionMHA (KV cache of 16 slots in buffers, dynamic-shape cache updates, its SDPA module; "
+        "identity RoPE), 4 tokens a call at input_pos; truth: reference.modules.BufferedCacheAttention",
+        build=_executorch_mha_module, reference=_mha_module, requires=_PEER,
+        call_inputs=lambda gen, pos: (_randn(gen, 1, _MHA_TOKENS, _E), torch.tensor([pos], dtype=torch.long)),
+        initial_state=lambda: ()),
+    "executorch_gdn_block": ProgramSpec(
+        "ExecuTorch's AttentionGatedDeltaNet (conv and recurrent state in buffers, its C++ gated_delta_rule op), "
+        "4 tokens a call; input_pos 0 resets; truth: reference.modules.GatedDeltaNetBlock",
+        build=_executorch_gdn_module, reference=_gdn_module, requires=_PEER,
+        call_inputs=lambda gen, pos: (_randn(gen, _GDN["batch"], _GDN["tokens"], _GDN["hidden"]),
+                                      torch.tensor([pos], dtype=torch.long)),
+        initial_state=lambda: ()),
     "sliced_attention": ProgramSpec(
         "seed 003's causal attention at a static length of 128, queries sliced by 64",
         build=lambda gen, dtype: QuerySlicedAttention(_SLICED["chunk"]),
         call_inputs=lambda gen, _: tuple(_randn(gen, _SLICED["batch"], _SLICED["heads"], _SLICED["length"], _SLICED["dim"])
                                          for _ in range(3)),
         initial_state=lambda: (),
-        memory_bound=lambda args: max(args[0].shape[0] * args[0].shape[1] * _SLICED["chunk"] * args[1].shape[2],
-                                      max(a.numel() for a in args))),
+        memory_bound=lambda args: max(_score_block(args), max(a.numel() for a in args)),
+        peak_bound=lambda args: args[0].element_size() * (4 * _score_block(args) + 2 * args[0].numel())),
 }
+
+
+def _score_block(args) -> int:
+    """Elements of one slice's scores: B x H x chunk x L (q, k, v ``[B, H, L, D]``).
+
+    The peak bound allows four such blocks live at once (scores, causal mask, exponentials,
+    probabilities) and two outputs' worth (the slices' results and their concatenation):
+    still O(chunk x L) per head; an unsliced computation holds O(L x L)."""
+    q, k = args[0], args[1]
+    return q.shape[0] * q.shape[1] * _SLICED["chunk"] * k.shape[2]
+
 
 
 @dataclass(frozen=True)
@@ -175,6 +242,8 @@ def case_features(case: ProgramCase) -> frozenset[str]:
     features = {f"module:{case.module}"}
     if spec.dynamic_shapes:
         features.add("dynamic_shapes")
+    if spec.submodule is None:
+        features.add("no_submodule")
     return frozenset(features)
 
 
@@ -186,9 +255,11 @@ def _calls(case: ProgramCase) -> list[tuple]:
             for parameter in case.calls]
 
 
-def _module(case: ProgramCase, dtype):
-    """The module with weights rounded through the case dtype, held in ``dtype``."""
-    return case.spec.build(torch.Generator().manual_seed(case.seed), TORCH_DTYPES[case.dtype]).to(dtype)
+def _module(case: ProgramCase, dtype, *, truth: bool = False):
+    """The module (``truth``: the reference module that is its truth) with weights rounded
+    through the case dtype, held in ``dtype``."""
+    build = (case.spec.reference or case.spec.build) if truth else case.spec.build
+    return build(torch.Generator().manual_seed(case.seed), TORCH_DTYPES[case.dtype]).to(dtype)
 
 
 def _cast(t: torch.Tensor, dtype) -> torch.Tensor:
@@ -218,8 +289,8 @@ class ProgramOracle:
 def oracle(case: ProgramCase) -> ProgramOracle:
     dtype = TORCH_DTYPES[case.dtype]
     with torch.no_grad():
-        return ProgramOracle(_chain(_module(case, torch.float64), case, torch.float64),
-                             _chain(_module(case, dtype), case, dtype))
+        return ProgramOracle(_chain(_module(case, torch.float64, truth=True), case, torch.float64),
+                             _chain(_module(case, dtype, truth=True), case, dtype))
 
 
 def checks_for(case: ProgramCase) -> list[CheckSpec]:
@@ -228,6 +299,8 @@ def checks_for(case: ProgramCase) -> list[CheckSpec]:
         specs += [CheckSpec("BOUNDS", name) for name in declared_bounds(case.spec.dynamic_shapes())]
     if case.spec.memory_bound:
         specs.append(CheckSpec("MEM", "largest_intermediate"))
+    if case.spec.peak_bound:
+        specs.append(CheckSpec("MEM", "peak_live"))
     return specs
 
 
@@ -251,23 +324,35 @@ def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[
         for s in specs:
             if s.check == "BOUNDS":
                 results[s.key] = _bounds(s.target, declared[s.target], program.bounds)
-            elif s.check == "MEM" and program.meter is None:
+            elif s.key == "MEM:largest_intermediate" and program.graph is not None:
                 results[s.key] = _memory(program.graph, spec.memory_bound(first))
 
-    def calls(specs):  # one that builds but fails to run errs on EXPORT (and measured MEM) only
+    def calls(specs):  # one that builds but fails to run errs on EXPORT and the measured MEM only
+        program, meter = built[0], MemoryMeter()
+
+        def metered(*args):
+            with meter:
+                return program.run(*args)
+
         with torch.no_grad():
-            got = _chain(built[0].run, case, dtype, device)
+            got = _chain(metered if program.observable else program.run, case, dtype, device)
         for s in specs:
             if s.check == "EXPORT":
                 results[s.key] = compare_calls("EXPORT", "calls", got, oracle.truth, oracle.baseline, dtype, describe, dim=0)
+            elif not program.observable:
+                results[s.key] = Comparison("MEM", s.target, FAIL, detail="the program's allocations cannot be "
+                                            "observed (it runs outside torch's dispatcher); declare a limitation")
+            elif s.target == "peak_live":
+                results[s.key] = _verdict(s.target, meter.peak_bytes, spec.peak_bound(first), "bytes",
+                                          f"measured while running, at {meter.peak_where}")
             else:
-                meter = built[0].meter
-                results[s.key] = _verdict(meter.largest, spec.memory_bound(first), f"measured while running: {meter.where}")
+                results[s.key] = _verdict(s.target, meter.largest, spec.memory_bound(first), "elements",
+                                          f"measured while running: {meter.where}")
 
     run_guarded(results, wanted, wanted, lower)
     if built:
-        measured = built[0].meter is not None
-        run_guarded(results, wanted, [s for s in wanted if s.check == "EXPORT" or (s.check == "MEM" and measured)], calls)
+        measured = [s for s in wanted if s.key == "MEM:peak_live" or (s.check == "MEM" and built[0].graph is None)]
+        run_guarded(results, wanted, [s for s in wanted if s.check == "EXPORT"] + measured, calls)
     return results
 
 
@@ -288,20 +373,24 @@ def _bounds(name: str, declared: tuple, recorded: dict) -> Comparison:
 def _memory(graph, bound: int) -> Comparison:
     from harness.export import largest_intermediate
 
-    if graph is None:
-        return Comparison("MEM", "largest_intermediate", FAIL, detail="the program has no graph to measure")
     largest, where = largest_intermediate(graph)
-    return _verdict(largest, bound, f"from the graph's node metadata: {where}")
+    return _verdict("largest_intermediate", largest, bound, "elements", f"from the graph's node metadata: {where}")
 
 
-def _verdict(largest: int, bound: int, where: str) -> Comparison:
-    return Comparison("MEM", "largest_intermediate", PASS if largest <= bound else FAIL, error=float(largest),
-                      threshold=float(bound), margin=1.0 - largest / bound,
-                      detail=f"largest intermediate {largest} elements ({where}); analytic bound {bound}")
+def _verdict(target: str, measured: int, bound: int, unit: str, where: str) -> Comparison:
+    what = "largest intermediate" if target == "largest_intermediate" else "peak live"
+    return Comparison("MEM", target, PASS if measured <= bound else FAIL, error=float(measured),
+                      threshold=float(bound), margin=1.0 - measured / bound,
+                      detail=f"{what} {measured} {unit} ({where}); analytic bound {bound}")
+
+
+def case_unavailable(case: ProgramCase) -> str:
+    problem = import_problem(case.spec.requires)
+    return f"the case's module needs a peer's package: {problem}" if problem else ""
 
 
 FAMILY = Family(
     name="programs", positional=("module", "example_args"), keywords=("dynamic_shapes",),
     case_type=ProgramCase, contract=__doc__, case_from_id=case_from_id, case_features=case_features,
-    checks_for=checks_for, oracle=oracle, run=run,
+    checks_for=checks_for, oracle=oracle, run=run, case_unavailable=case_unavailable,
 )

@@ -1,6 +1,6 @@
 """Cross-attention caches: the seed-004 design (``torch.cond`` over ExecuTorch's
 ``executorch::alias`` and ``executorch::update_cross_attn_cache``), eager and through
-``torch.export``, and a plain Python ``if`` for contrast.
+``torch.export``, through Inductor, lowered by ExecuTorch, and a plain Python ``if`` for contrast.
 
 The seed's predicate is "the cache holds a non-zero element", so the module's caches
 are zero-initialised buffers. ``update_cross_attn_cache`` declares no mutation (so
@@ -22,6 +22,8 @@ EAGER_ALIAS_REJECTED = KnownFailure(
     "executorch::alias returns its own inputs, which torch's custom-op aliasing check rejects when the op runs "
     "eagerly: the first reuse call raises RuntimeError (the op works only once lowered, e.g. by Inductor)",
     features={"reuse_call"})
+DECODE_SHAPE = Limitation("exported once with the decode shape (1 query token); a multi-token call needs another "
+                          "program with its own buffers", features={"multi_token_call"})
 
 
 class CondCrossAttention(nn.Module):
@@ -84,15 +86,41 @@ def seed004_cond_eager(weights, steps, *, heads, head_dim, scale):
 
 
 @variant("cross_cache", "seed004_cond_exported", dtypes=("float32",), requires=OPS, known_failures=[EAGER_ALIAS_REJECTED],
-         limitations=[
-    Limitation("exported once with the decode shape (1 query token); a multi-token call needs another program "
-               "with its own buffers", features={"multi_token_call"}),
-])
+         limitations=[DECODE_SHAPE])
 def seed004_cond_exported(weights, steps, *, heads, head_dim, scale):
     """Seed 004's block through torch.export, run with ExportedProgram.module() (buffers carried)."""
     block = _module(weights, steps, heads, head_dim, scale)
     program = torch.export.export(block, steps[0])
     return _run(program.module(), steps)
+
+
+class _CachesReturned(nn.Module):
+    """The block with its caches as outputs too: a lowered program's buffers are not
+    visible from outside, so STATE reads what each call returns."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, q, encoder_states):
+        return self.block(q, encoder_states), self.block.k_cache.clone(), self.block.v_cache.clone()
+
+
+@variant("cross_cache", "seed004_cond_executorch", dtypes=("float32",), requires=OPS + ("executorch.exir",),
+         limitations=[DECODE_SHAPE], known_failures=[
+             # reproduced with executorch 1.5.1: to_executorch raises
+             KnownFailure("ExecuTorch cannot emit the block: to_executorch raises \"Missing out variants: "
+                          "{'executorch::alias'}\"; executorch::alias has an Inductor lowering only, no kernel for "
+                          "ExecuTorch's own runtime")])
+def seed004_cond_executorch(weights, steps, *, heads, head_dim, scale):
+    """Seed 004's block exported with the decode shape, lowered with ExecuTorch's portable
+    kernels (torch.cond emitted as control flow) and run by its runtime over every call."""
+    from harness.export import lower_to_executorch
+
+    block = _CachesReturned(_module(weights, steps, heads, head_dim, scale))
+    run, _, _ = lower_to_executorch(torch.export.export(block, steps[0]), [])
+    with torch.no_grad():
+        return [run(q, encoder) for q, encoder in steps]
 
 
 @variant("cross_cache", "seed004_cond_compiled", dtypes=("float32",), requires=OPS)
