@@ -10,9 +10,15 @@ _CATALOGUES = {"attention": "cases.attention", "documents": "cases.documents",
                "cross_cache": "cases.cross_cache", "programs": "cases.programs"}
 
 
-def catalogue(family: str) -> list:
-    """The default cases of ``family`` (grid then pinned regressions)."""
+def catalogue(family: str, regressions=None) -> list:
+    """The default cases of ``family``: grid, pinned regressions, then the cases that
+    ``attn-oracle fuzz`` pinned in the regressions folder (``regressions``, default
+    ``harness.regressions.folder()``) not already among them."""
     if family not in _CATALOGUES:
         raise KeyError(f"unknown family {family!r}; known families: {', '.join(_CATALOGUES)}")
+    from harness.regressions import cases as found_cases
+
     module = importlib.import_module(_CATALOGUES[family])
-    return list(module.GRID) + list(module.PINNED)
+    listed = list(module.GRID) + list(module.PINNED)
+    ids = {case.id for case in listed}
+    return listed + [case for case in found_cases(family, regressions) if case.id not in ids]

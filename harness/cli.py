@@ -4,6 +4,7 @@
   attn-oracle list     families, variants, whether each runs here, limitations
   attn-oracle report   re-render a report from saved records (several run folders merge)
   attn-oracle compare  what got worse between two runs
+  attn-oracle fuzz     a long Hypothesis session climbing toward failures; pins each as a regression
 
 Bad arguments get one line on stderr and exit status 2; a failing check gives 1.
 """
@@ -263,6 +264,40 @@ def cmd_compare(args) -> int:
     return 1 if len(result["new_failures"]) else 0
 
 
+def cmd_fuzz(args) -> int:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from harness import fuzz
+    from harness.families import family_names
+    from harness.registry import variants
+
+    if not args.minutes > 0:
+        raise UsageProblem(f"--minutes must be more than 0, not {args.minutes:g}")
+    _load_variant_files(args.variants_from)
+    families = _split(args.family) or [f for f in family_names() if f in fuzz.STRATEGIES]
+    for name in families:
+        _family(name)
+        if name not in fuzz.STRATEGIES:
+            raise UsageProblem(fuzz.no_strategy(name))
+    chosen = [v for f in families for v in variants(f)]
+    variant_names = _split(args.variants)
+    if variant_names:
+        known = {v.name for v in chosen}
+        unknown = [n for n in variant_names if n not in known]
+        if unknown:
+            raise UsageProblem(f"unknown variant(s) {', '.join(unknown)} for families {', '.join(families)}; "
+                               f"known: {', '.join(sorted(known))}")
+        chosen = [v for v in chosen if v.name in variant_names]
+    results = fuzz.fuzz(chosen, args.minutes, regressions_dir=args.regressions, database=args.database,
+                        seed=args.seed, report=fuzz.stderr_line)
+    for line in fuzz.summary(results, args.regressions):
+        print(line)
+    if any(r.case is not None for r in results):
+        return 1
+    return 130 if any(r.interrupted for r in results) else 0
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(x) for x in text.split("/"))
@@ -304,6 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("new", help="the later run")
     cmp.add_argument("--margin-drop", type=float, default=0.1, help="report passes whose margin fell by more (default 0.1)")
     cmp.set_defaults(func=cmd_compare)
+
+    fz = sub.add_parser("fuzz", help="a long Hypothesis session steered toward failures; each failure, shrunk, "
+                                     "becomes a pinned regression the suite runs")
+    fz.add_argument("--family", action="append", help="families to fuzz (repeatable or comma-separated; "
+                                                      "default every family with a case strategy)")
+    fz.add_argument("--variants", action="append", help="variant names (repeatable or comma-separated; default all)")
+    fz.add_argument("--variants-from", action="append", default=[], metavar="PATH", help="load variants from a file")
+    fz.add_argument("--minutes", type=float, default=5.0, help="the whole session, split over the variants (default 5)")
+    fz.add_argument("--regressions", default="regressions", metavar="DIR",
+                    help="where failures are pinned, as DIR/<family>.jsonl (default regressions)")
+    fz.add_argument("--database", default=".hypothesis/attn-oracle", metavar="DIR",
+                    help="Hypothesis example database (default .hypothesis/attn-oracle)")
+    fz.add_argument("--seed", type=int, help="a reproducible session from this seed (the database is then not used)")
+    fz.set_defaults(func=cmd_fuzz)
     return parser
 
 
@@ -320,9 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         return _usage(str(exc))
     except Exception as exc:
+        from harness.regressions import RegressionError
         from harness.registry import VariantError
 
-        if isinstance(exc, VariantError):
+        if isinstance(exc, (VariantError, RegressionError)):
             return _usage(str(exc))
         raise
 
