@@ -81,9 +81,13 @@ def cmd_run(args) -> int:
     from harness.families import family_names, get_family
     from harness.registry import variants
 
-    from harness.strategies import register_profiles
+    from harness.strategies import hypothesis_settings, register_profiles
 
-    register_profiles()  # so the report names the Hypothesis profile in force
+    if args.seed is not None and not args.profile:
+        raise UsageProblem("--seed chooses the drawn cases: it needs --profile")
+    if args.profile:
+        os.environ["HYPOTHESIS_PROFILE"] = args.profile  # workers load it too
+    register_profiles()
     _load_variant_files(args.variants_from)
     families = _split(args.family) or family_names()
     for name in families:
@@ -113,11 +117,24 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("records-*.jsonl"):
         old.unlink()
+    from harness.report import run_context, save_context
+
+    command = "attn-oracle " + " ".join(shlex.quote(a) for a in args.argv)
+    hypothesis = hypothesis_settings(args.seed) if args.profile else {
+        "profile": "none: catalogue cases only (--profile draws more from the strategies)"}
+    save_context(out, run_context(command, hypothesis))
     # One job per case, with every family whose catalogue has it (documents and
     # microsequences share cases), so a case's oracle is computed once.
     families_of: dict[str, list[str]] = {}
     for family in families:
-        for case_id in case_ids or [c.id for c in catalogue(family)]:
+        listed = case_ids or [c.id for c in catalogue(family)]
+        if args.profile and not case_ids:
+            from hypothesis import settings
+
+            from harness.drawn_cases import drawn_cases
+
+            listed += [c.id for c in drawn_cases(family, settings().max_examples, args.seed or 0) if c.id not in listed]
+        for case_id in listed:
             families_of.setdefault(case_id, []).append(family)
     jobs = [(fams, [case_id]) for case_id, fams in families_of.items()]
     if args.shard:
@@ -137,7 +154,7 @@ def cmd_run(args) -> int:
     from harness.report import write_outputs
 
     frame = records.load(out)
-    paths = write_outputs(out, command="attn-oracle " + " ".join(shlex.quote(a) for a in args.argv), frame=frame)
+    paths = write_outputs(out, frame=frame)
     counts = frame["status"].value_counts().to_dict()
     bad = frame["status"].isin(["fail", "error"])
     known = int((bad & (frame["known_failure"] != "")).sum())
@@ -196,16 +213,12 @@ def _recorded(out) -> set:
 def _record_crash(variant, case_id: str, out) -> None:
     from harness import records
     from harness.families import get_family
-    from harness.runner import reproduce_command
+    from harness.runner import crash_records
 
-    family = get_family(variant.family)
-    case = family.case_from_id(case_id)
+    case = get_family(variant.family).case_from_id(case_id)
     detail = ("the worker process died while running this variant on this case (a native crash: a segfault or an "
               "abort in a kernel); the rest of the run went on")
-    rows = [records.Record(case_id=case.id, family=variant.family, variant=variant.name, check=s.check, target=s.target,
-                           status="error", dtype=case.dtype, detail=detail, case=case.describe(), case_params=case.params(),
-                           reproduce=reproduce_command(case, variant)) for s in family.checks_for(case)]
-    records.append(Path(out) / f"records-crashes-{os.getpid()}.jsonl", rows)
+    records.append(Path(out) / f"records-crashes-{os.getpid()}.jsonl", crash_records(case, variant, detail))
 
 
 def _progress(done: int, total: int, start: float) -> None:
@@ -244,12 +257,18 @@ def cmd_report(args) -> int:
 
     sources = [Path(r) for r in args.results]
     frame = pd.concat([records.load(source) for source in sources], ignore_index=True)
+    if frame.empty:
+        raise UsageProblem(f"no records in {', '.join(map(str, sources))}")
     if len(sources) > 1 and not args.out:
         raise UsageProblem("merging several results needs --out")
     source = sources[0]
     out = Path(args.out) if args.out else (source if source.is_dir() else source.parent)
     out.mkdir(parents=True, exist_ok=True)
-    paths = write_outputs(out, command="attn-oracle " + " ".join(shlex.quote(a) for a in args.argv), frame=frame)
+    from harness.report import load_context, run_context
+
+    command = "attn-oracle " + " ".join(shlex.quote(a) for a in args.argv)
+    context = load_context(sources) or run_context("(not saved with these records)")
+    paths = write_outputs(out, frame=frame, context=context, rendered_by=command)
     for label, path in paths.items():
         print(f"{label}: {path}")
     return 0
@@ -320,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1,
                      help="worker processes (default 1); a worker that dies is recorded, the run goes on")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    run.add_argument("--profile", choices=("ci", "dev"),
+                     help="also run cases drawn from the Hypothesis strategies: as many per family as the profile's "
+                          "max_examples (ci 15, dev 40); default: the catalogue only")
+    run.add_argument("--seed", type=int, help="the seed of the drawn cases (default 0: the same cases every run)")
     run.add_argument("--shard", type=_shard, metavar="I/N",
                      help="run the I-th of N deterministic shares of the cases (merge with attn-oracle report)")
     run.set_defaults(func=cmd_run)

@@ -20,10 +20,4 @@ def describe() -> dict[str, str]:
             info[name] = "not installed"
     info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}), no CUDA"
     info["torch threads"] = str(torch.get_num_threads())
-    try:
-        from hypothesis import settings
-
-        info["hypothesis profile"] = settings._current_profile or "default"
-    except Exception:
-        pass
     return info

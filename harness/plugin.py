@@ -12,11 +12,13 @@ table and one report.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 DEFAULT_RESULTS = "reports/pytest"
+_CONTROLLER: dict = {}  # the controller's config, for hooks that are not handed it
 
 
 def pytest_addoption(parser):
@@ -46,6 +48,7 @@ def pytest_configure(config):
     elif _is_worker(config):
         config._attn_results = config.workerinput.get("attn_results")
     else:
+        _CONTROLLER["config"] = config
         results = Path(config.getoption("attn_results")).resolve()
         if results.exists():
             for old in results.glob("records-*.jsonl"):
@@ -60,14 +63,40 @@ def pytest_configure_node(node):
     node.workerinput["attn_results"] = node.config._attn_results
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    """pytest-xdist, on the controller: a worker died (a native crash) while running
+    ``crashitem``. An equivalence item becomes ``error`` records of its variant, case and
+    check, so the crash reaches the report as a failure of that variant on that case."""
+    config = _CONTROLLER.get("config")
+    results = getattr(config, "_attn_results", None)
+    if not results or "[" not in crashitem:
+        return
+    from harness import records
+    from harness.runner import crash_records
+    from harness.suite import suite_items
+
+    param = crashitem[crashitem.index("[") + 1:crashitem.rindex("]")]
+    item = next((i for i in suite_items() if i.id == param), None)
+    if item is None:
+        return
+    detail = (f"the pytest-xdist worker died while running {crashitem} (a native crash: a segfault or an abort in a "
+              "kernel); the rest of the run went on")
+    records.append(Path(results) / f"records-crashes-{os.getpid()}.jsonl",
+                   crash_records(item.case, item.variant, detail, item.check))
+
+
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     results = getattr(config, "_attn_results", None)
     if _is_worker(config) or not results or not any(Path(results).glob("records-*.jsonl")):
         return
-    from harness.report import write_outputs
+    from harness.report import run_context, write_outputs
+    from harness.strategies import hypothesis_settings
 
-    paths = write_outputs(results, command="pytest " + " ".join(config.invocation_params.args))
+    command = "pytest " + " ".join(config.invocation_params.args)
+    seed = config.getoption("hypothesis_seed", None)  # pytest's hypothesis plugin: --hypothesis-seed
+    paths = write_outputs(results, context=run_context(command, hypothesis_settings(seed)))
     config._attn_outputs = paths
 
 

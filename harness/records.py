@@ -68,6 +68,8 @@ def load(source: str | Path) -> pd.DataFrame:
         frame["case_params"] = frame["case_params"].map(lambda s: json.loads(s) if s else {})
         return frame
     files = [source] if source.is_file() else sorted(source.glob("records-*.jsonl"))
+    if not files and (source / "results.csv").is_file():  # a folder of saved results only
+        return load(source / "results.csv")
     rows = []
     for path in files:
         with path.open(encoding="utf-8") as f:

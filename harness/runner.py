@@ -79,3 +79,13 @@ def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
                               worst_index=str(c.worst_index) if c.worst_index is not None else "",
                               detail=c.detail, seconds=seconds, known_failure=known.reason if known else "", **common))
     return records
+
+
+def crash_records(case, variant: Variant, detail: str, check: str | None = None) -> list[Record]:
+    """``error`` records for a variant whose process died on ``case`` (every check, or
+    only ``check``): a native crash is a result of that variant on that case."""
+    family = get_family(variant.family)
+    return [Record(case_id=case.id, family=variant.family, variant=variant.name, check=s.check, target=s.target,
+                   status="error", dtype=case.dtype, detail=detail, case=case.describe(), case_params=case.params(),
+                   reproduce=reproduce_command(case, variant))
+            for s in family.checks_for(case) if check is None or s.check == check]

@@ -30,6 +30,19 @@ def register_profiles() -> str:
     return name
 
 
+def hypothesis_settings(seed=None) -> dict:
+    """The profile in force and the seed, as the report's header shows them."""
+    current = settings()
+    name = getattr(settings, "_current_profile", None) or "default"
+    if seed is not None:
+        drawn = f"{seed} (given)"
+    elif current.derandomize:
+        drawn = "derandomized (the same examples on every run)"
+    else:
+        drawn = "random per test; a failure prints its @reproduce_failure blob"
+    return {"profile": f"{name} (max_examples={current.max_examples})", "seed": drawn}
+
+
 @st.composite
 def attention_cases(draw, dtypes=("float32", "bfloat16", "float16"), max_len: int = 80) -> AttentionCase:
     heads_kv = draw(st.integers(1, 3))

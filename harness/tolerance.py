@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-PASS, FAIL, ERROR, UNSUPPORTED = "pass", "fail", "error", "unsupported"
+from harness.status import ERROR, FAIL, PASS, UNSUPPORTED  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

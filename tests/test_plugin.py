@@ -43,3 +43,26 @@ def test_a_users_variant_joins_the_equivalence_suite(tmp_path):
     summary = proc.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary, summary
     assert "users_reference_copy" in (tmp_path / "results" / "report.html").read_text()
+
+
+def test_an_xdist_worker_that_dies_is_recorded_as_an_error_of_its_item(tmp_path):
+    crashing = tmp_path / "crashing.py"
+    crashing.write_text(
+        "import os\nfrom harness.registry import variant\n\n"
+        "@variant('attention', 'aborts_in_c', dtypes=('float32',))\n"
+        "def aborts_in_c(q, k, v, *, scale, causal, window, alignment, mask, softcap):\n"
+        "    os.abort()  # as a C++ kernel's abort would\n")
+    case = "b2-h4x4-q37-k64-d16v16-f32-br-s0"  # in the attention catalogue
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--variants-from", str(crashing), "-q", "-n", "2", "--dist", "load",
+                           "--attn-results", str(tmp_path / "results"),
+                           *(f"tests/test_equivalence.py::test_equivalence[{v}-OUT-{case}]" for v in ("aborts_in_c", "sdpa_math"))],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "worker" in proc.stdout and "crashed" in proc.stdout, proc.stdout[-2000:]
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "results" / "results.csv")
+    crashed = table[table["variant"] == "aborts_in_c"]
+    assert set(zip(crashed["check"], crashed["status"], crashed["case_id"])) == {("OUT", "error", case)}
+    assert crashed["detail"].str.contains("pytest-xdist worker died").all()
+    assert set(table.loc[table["variant"] == "sdpa_math", "status"]) == {"pass"}  # the rest of the run went on

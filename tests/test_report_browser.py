@@ -43,16 +43,19 @@ V_PLAIN = "sdpa_math"
 V_SCRIPT = "flash" + XSS_SCRIPT
 V_IMG = "kern" + XSS_IMG
 V_AMP = "a&b \"quoted\" 'single'"
+V_DOC = "per_document_sdpa"
+DOC_CASE = "docs3_0_4-t2-m5-h2x1-d8v8-f32-s0"
+DOC_PARAMS = {"documents": [3, 0, 4], "slack": 2, "boundaries": [5]}  # 9 tokens, a cut at 5
 HOSTILE = (XSS_SCRIPT, XSS_IMG, XSS_ATTR, AMP, V_SCRIPT, V_IMG, V_AMP)
 
 
 def _record(variant, check, target, status, *, family="attention", case_id="b1-h2x2-q4-k4-d8v8-f32-s0",
-            error=math.nan, threshold=math.nan, detail="", case="", known_failure="") -> Record:
+            error=math.nan, threshold=math.nan, detail="", case="", known_failure="", case_params=None) -> Record:
     margin = 1 - error / threshold if not (math.isnan(error) or math.isnan(threshold)) else math.nan
     return Record(case_id=case_id, family=family, variant=variant, check=check, target=target, status=status,
                   dtype="float32", error=error, threshold=threshold, rel_rms=error / 10, rel_rms_threshold=threshold,
                   margin=margin, worst_index="(0, 1, 2, 3)" if status == "fail" else "", detail=detail,
-                  seconds=0.01, case=case or f"attention {case_id}", case_params={"seed": 0, "note": XSS_IMG},
+                  seconds=0.01, case=case or f"attention {case_id}", case_params=case_params or {"seed": 0, "note": XSS_IMG},
                   reproduce=f"attn-oracle run --family {family} --variants '{variant}' --case {case_id}",
                   known_failure=known_failure)
 
@@ -68,11 +71,14 @@ FAILURES = [
     (V_IMG, "FIN", "out", "fail", math.inf, 1.0, "NaN/Inf in output", "", ""),               # margin -inf
     (V_IMG, "OUT", "out", "error", math.nan, math.nan, "RuntimeError: " + XSS_IMG + XSS_ATTR, "", ""),  # nan
     (V_AMP, "ZERO", "dq", "fail", 0.002, 0.001, "nonzero " + AMP, "", "declared: " + AMP),  # margin -1
+    (V_DOC, "INV", "other_document", "fail", 3.0, 1.0, "leak across documents", "documents [3, 0, 4]", ""),  # -2
 ]
 
 
 def synthetic_frame() -> pd.DataFrame:
-    rows = [_record(v, c, t, s, error=e, threshold=th, detail=d, case=case, known_failure=k)
+    documents = dict(family="documents", case_id=DOC_CASE, case_params=DOC_PARAMS)
+    rows = [_record(v, c, t, s, error=e, threshold=th, detail=d, case=case, known_failure=k,
+                    **(documents if v == V_DOC else {}))
             for v, c, t, s, e, th, d, case, k in FAILURES]
     rows += [
         _record(V_PLAIN, "OUT", "out", "pass", error=0.1, threshold=1.0, case_id="b2-h4x2-q7-k19-d16v16-f16-br-causal-s1"),
@@ -142,6 +148,9 @@ def browser(tmp_path_factory):
         driver.quit()
 
 
+REGRESSION = {"family": "documents", "case_id": DOC_CASE, "variant": "leaky" + XSS_SCRIPT, "found": "2026-11-23",
+              "shrunk": True, "reproduce": "@reproduce_failure('6.170.15', b'AXicY2BgAAAABAAB')",
+              "file": "regressions/documents.jsonl"}
 LIMITATIONS = [
     {"family": "attention", "variant": V_SCRIPT, "applies": "features: softcap", "reason": "no soft-cap " + XSS_SCRIPT},
     {"family": "attention", "variant": V_IMG, "applies": "checks: backward", "reason": "forward only " + XSS_IMG},
@@ -153,13 +162,13 @@ LIMITATIONS = [
 def report(tmp_path_factory) -> Path:
     from harness import report as report_module
 
-    environment = {"torch": "2.13.0", "device": "cpu " + XSS_SCRIPT, "note": AMP}
-    # The registry's own limitations depend on the extras installed and importing every
-    # variant takes seconds: the page gets a fixed table with hostile strings instead.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report_module, "limitations_table", lambda: [dict(row) for row in LIMITATIONS])
-        html = report_module.render_html(synthetic_frame(), environment,
-                                          "attn-oracle run --variants '" + V_IMG + "'")
+    # The registry's own limitations depend on the extras installed: the page gets a
+    # fixed table with hostile strings instead.
+    context = {"environment": {"torch": "2.13.0", "device": "cpu " + XSS_SCRIPT, "note": AMP},
+               "command": "attn-oracle run --variants '" + V_IMG + "'",
+               "hypothesis": {"profile": "ci (max_examples=15)", "seed": "3 (given)"},
+               "limitations": LIMITATIONS, "regressions": [REGRESSION]}
+    html = report_module.render_html(synthetic_frame(), context)
     path = tmp_path_factory.mktemp("report") / "report.html"
     path.write_text(html, encoding="utf-8")
     return path
@@ -263,7 +272,8 @@ def test_page_loads_clean_and_hostile_strings_stay_text(page):
           });
         });
         document.querySelectorAll("script").forEach(function (s) {
-          if (s.textContent.indexOf("xss") >= 0) found.push("script: " + s.textContent);
+          var data = s.type === "application/json";  // inert data: it must hold no markup at all
+          if (data ? /[<>]/.test(s.textContent) : s.textContent.indexOf("xss") >= 0) found.push("script: " + s.textContent);
         });
         document.querySelectorAll("img").forEach(function (i) {
           if (i.getAttribute("src") === "x") found.push("img src=x");
@@ -358,7 +368,7 @@ def test_sorting_a_column_orders_rows_numerically(page):
     margin = _header(page, "failures", "margin")
     margin.click()
     _wait(page, lambda d: _in_order(d) == ascending, f"margin ascending: {_in_order(page)}")
-    assert [r["margin"] for r in _rows(page)["rows"]] == ["-inf", "-1.23e+03", "-12", "-3", "-1", "0.5", "nan"]
+    assert [r["margin"] for r in _rows(page)["rows"]] == ["-inf", "-1.23e+03", "-12", "-3", "-2", "-1", "0.5", "nan"]
 
     margin.click()
     # Descending: the numbers from the largest, text ('nan') before them.
@@ -367,13 +377,13 @@ def test_sorting_a_column_orders_rows_numerically(page):
 
     # Another numeric column: '1.23e+03' comes after '4' and '13', unlike in text order.
     _header(page, "failures", "error").click()
-    _wait(page, lambda d: [r["error"] for r in _rows(d)["rows"]] == ["0.002", "0.5", "4", "13", "1.23e+03", "inf", "nan"],
+    _wait(page, lambda d: [r["error"] for r in _rows(d)["rows"]] == ["0.002", "0.5", "3", "4", "13", "1.23e+03", "inf", "nan"],
           f"error ascending: {[r['error'] for r in _rows(page)['rows']]}")
 
     # A text column sorts as text; rows of one variant keep their order (a stable sort).
     by_error = _in_order(page)
     _header(page, "failures", "variant").click()
-    by_variant = sorted(by_error, key=lambda row: row[0][0])  # the variants start with a, f, k, s
+    by_variant = sorted(by_error, key=lambda row: row[0][0])  # the variants start with a, f, k, p, s
     _wait(page, lambda d: _in_order(d) == by_variant, f"variant ascending: {_in_order(page)}")
     _assert_no_dialog(page)
     assert _severe(page) == []
@@ -386,4 +396,56 @@ def test_sort_and_filter_together(page):
     page.find_element(By.ID, "filter").send_keys("fail)")
     expected = [_key(v, c, t, s) for v, c, t, s, *_ in _margin_order(FAILURES) if s == "fail"]
     _wait(page, lambda d: _visible(d) == expected, f"sorted and filtered: {_visible(page)}")
+    assert _severe(page) == []
+
+
+def test_a_matrix_cell_opens_its_cases_as_text(page):
+    from selenium.webdriver.common.by import By
+
+    cases = page.find_element(By.ID, "cases")
+    assert not cases.is_displayed()
+    cell = page.find_element(By.CSS_SELECTOR, f'a.cell[data-cell="attention/{V_PLAIN}/OUT"]')
+    cell.click()
+    _wait(page, lambda d: cases.is_displayed(), "the cases section opens")
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in page.find_elements(By.CSS_SELECTOR, "#cell-cases tbody tr")]
+    assert sorted((r[0], r[2]) for r in rows) == [("b1-h2x2-q4-k4-d8v8-f32-s0", "fail"),
+                                                 ("b2-h4x2-q7-k19-d16v16-f16-br-causal-s1", "pass")]
+    # Another cell replaces them; a detail holding a script tag is shown as text.
+    page.execute_script("arguments[0].click()", page.find_element(
+        By.CSS_SELECTOR, 'a.cell[data-cell="attention/' + V_SCRIPT.replace('"', '\\"') + '/OUT"]'))
+    _wait(page, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cell-cases tbody tr")) == 1, "one case")
+    detail = page.find_element(By.CSS_SELECTOR, "#cell-cases tbody tr td:last-child").text
+    assert detail == "scores leak " + XSS_SCRIPT
+    assert V_SCRIPT in page.find_element(By.ID, "cases-title").text
+    _assert_no_dialog(page)
+    assert _severe(page) == []
+
+
+def test_a_documents_failure_shows_its_layout_drawn_and_its_pinned_regression(page):
+    from selenium.webdriver.common.by import By
+
+    row = next(tr for tr in page.find_elements(By.CSS_SELECTOR, "#failures tbody tr") if V_DOC in tr.text)
+    svg = row.find_element(By.CSS_SELECTOR, "svg.layout")
+    titles = [t.get_attribute("textContent") for t in svg.find_elements(By.TAG_NAME, "title")]
+    assert titles == ["document 0: tokens 0..2", "document 2: tokens 3..6", "slack: tokens 7..8",
+                      "micro-sequence starts at 5", "the micro-sequence under test: tokens 5..8"]
+    assert svg.size["width"] > 0 and svg.size["height"] > 0
+    assert "pinned by attn-oracle fuzz on 2026-11-23 (shrunk, found with leaky" + XSS_SCRIPT in row.text
+    assert "@reproduce_failure('6.170.15', b'AXicY2BgAAAABAAB')" in row.text
+    assert _severe(page) == []
+
+
+def test_the_margins_table_filters_and_shows_the_run_context(page):
+    from selenium.webdriver.common.by import By
+
+    def shown():
+        return [tr.find_elements(By.TAG_NAME, "td")[2].text
+                for tr in page.find_elements(By.CSS_SELECTOR, "#margins tbody tr") if tr.is_displayed()]
+
+    assert sorted(shown()) == sorted([V_PLAIN, V_PLAIN, V_SCRIPT, V_AMP, "chunked"])
+    page.find_element(By.ID, "filter-margins").send_keys("STATE")
+    _wait(page, lambda d: shown() == ["chunked"], f"margins filtered: {shown()}")
+    text = page.find_element(By.ID, "environment").find_element(By.XPATH, "following-sibling::table").text
+    assert "hypothesis profile ci (max_examples=15)" in text and "hypothesis seed 3 (given)" in text
     assert _severe(page) == []
