@@ -33,28 +33,31 @@ CONTEXT_FILE = "context.json"
 _CHECK_ORDER = ("OUT", "GRAD", "FIN", "ZERO", "INV", "LAYOUT")
 
 
-def _cell(group: pd.DataFrame) -> dict:
-    counts = group["status"].value_counts().to_dict()
-    bad = counts.get(FAIL, 0) + counts.get(ERROR, 0)
-    failing = group["status"].isin([FAIL, ERROR])
-    known = int((failing & (group["known_failure"] != "")).sum()) if "known_failure" in group else 0
-    state = ("known" if known == bad else "fail") if bad else "pass" if counts.get(PASS, 0) else "unsupported"
-    reasons = sorted(set(group.loc[group["status"] == UNSUPPORTED, "detail"]))
-    margins = group.loc[group["status"] == PASS, "margin"].dropna()
-    if known:
-        reasons = sorted(set(group.loc[failing, "known_failure"]) - {""}) + reasons
-    return {"state": state, "counts": {s: counts.get(s, 0) for s in STATUS_ORDER}, "reasons": reasons,
-            "min_margin": float(margins.min()) if len(margins) else None}
-
-
 def matrix(frame: pd.DataFrame) -> dict:
-    """{(family, variant): {check: cell}} and the ordered check names."""
+    """{(family, variant): {check: cell}} and the ordered check names. A cell: its state
+    (pass, fail, known, unsupported), counts by status, reasons (declared known failures
+    first, then limitations) and the smallest margin of its passes."""
     checks = [c for c in _CHECK_ORDER if c in set(frame["check"])]
     checks += sorted(set(frame["check"]) - set(checks))
-    rows = {}
-    for (family, variant), group in frame.groupby(["family", "variant"], sort=True):
-        rows[(family, variant)] = {check: _cell(g) for check, g in group.groupby("check")}
-    return {"checks": checks, "rows": rows}
+    keys = ["family", "variant", "check"]
+    counts = frame.groupby(keys + ["status"]).size().unstack(fill_value=0)
+    failing = frame["status"].isin([FAIL, ERROR])
+    declared = frame[failing & (frame["known_failure"] != "")]
+    known = declared.groupby(keys).size()
+    known_reasons = declared.groupby(keys)["known_failure"].agg(lambda r: sorted(set(r)))
+    limits = frame[frame["status"] == UNSUPPORTED].groupby(keys)["detail"].agg(lambda r: sorted(set(r)))
+    min_margin = frame[frame["status"] == PASS].groupby(keys)["margin"].min()
+    rows: dict = {}
+    for key, row in counts.iterrows():
+        n = {s: int(row.get(s, 0)) for s in STATUS_ORDER}
+        bad = n[FAIL] + n[ERROR]
+        n_known = int(known.get(key, 0))
+        state = ("known" if n_known == bad else "fail") if bad else "pass" if n[PASS] else "unsupported"
+        margin = min_margin.get(key, np.nan)
+        rows.setdefault(key[:2], {})[key[2]] = {
+            "state": state, "counts": n, "min_margin": None if pd.isna(margin) else float(margin),
+            "reasons": (known_reasons.get(key, []) if n_known else []) + limits.get(key, [])}
+    return {"checks": checks, "rows": dict(sorted(rows.items()))}
 
 
 def margins_table(frame: pd.DataFrame) -> list[dict]:

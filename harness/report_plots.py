@@ -92,6 +92,8 @@ def _axis_by(records: pd.DataFrame, rule: dict) -> pd.Series:
 def _panels(used: pd.DataFrame, rule: dict, xlabel: str) -> str | None:
     """One panel per family in ``rule``: x from ``rule``, y the tolerance used, a colour per variant."""
     used = used.assign(x=_axis_by(used, rule)).dropna(subset=["x"])
+    # one marker for the points a reader cannot tell apart (same variant, x and, to 1 %, y)
+    used = used.assign(level=np.round(np.log10(used["used"]), 2)).drop_duplicates(["family", "variant", "x", "level"])
     families = [f for f in rule if f in set(used["family"])]
     if not families:
         return None
@@ -124,6 +126,7 @@ def by_dtype(used: pd.DataFrame) -> str | None:
     dtypes = sorted(set(used["dtype"]))
     families = sorted(set(used["family"]))
     fig, ax = plt.subplots(figsize=(_WIDTH * 1.6, 2.8))
+    used = used.assign(level=np.round(np.log10(used["used"]), 2)).drop_duplicates(["family", "dtype", "level"])
     width = 0.8 / len(families)
     for n, family in enumerate(families):
         rows = used[used["family"] == family]

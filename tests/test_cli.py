@@ -145,3 +145,9 @@ def test_compare_names_new_failures_and_shrunk_margins(tmp_path, capsys):
     assert "shrunk: 1" in text and "c2" in text and "margin 0.9 -> 0.2" in text
     assert "fixed: 1" in text
     assert main(["compare", str(tmp_path / "old.csv"), str(tmp_path / "old.csv")]) == 0
+
+
+def test_a_folder_without_records_is_one_clear_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"attn-oracle: error: no records in {tmp_path}"

@@ -19,7 +19,13 @@ def export(module, example_args, dynamic_shapes, **kwargs):
 
 
 def _program(ep, dynamic_shapes) -> Program:
-    return Program(ep.module(), program_bounds(ep, dynamic_shapes), ep.graph)
+    module = ep.module()
+
+    def run(*args):
+        with native_stderr_silenced():  # a C++ op in the graph (ExecuTorch's) logs a line per call
+            return module(*args)
+
+    return Program(run, program_bounds(ep, dynamic_shapes), ep.graph)
 
 
 @variant("programs", "export_module", dtypes=("float32",))
