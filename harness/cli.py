@@ -85,8 +85,6 @@ def cmd_run(args) -> int:
 
     if args.seed is not None and not args.profile:
         raise UsageProblem("--seed chooses the drawn cases: it needs --profile")
-    if args.profile:
-        os.environ["HYPOTHESIS_PROFILE"] = args.profile  # workers load it too
     register_profiles()
     _load_variant_files(args.variants_from)
     families = _split(args.family) or family_names()
@@ -120,7 +118,9 @@ def cmd_run(args) -> int:
     from harness.report import run_context, save_context
 
     command = "attn-oracle " + " ".join(shlex.quote(a) for a in args.argv)
-    hypothesis = hypothesis_settings(args.seed) if args.profile else {
+    seed = 0 if args.seed is None else args.seed
+    hypothesis = hypothesis_settings(seed, "the drawn cases' seed" + (", the default" if args.seed is None else ""),
+                                     args.profile) if args.profile else {
         "profile": "none: catalogue cases only (--profile draws more from the strategies)"}
     save_context(out, run_context(command, hypothesis))
     # One job per case, with every family whose catalogue has it (documents and
@@ -133,7 +133,8 @@ def cmd_run(args) -> int:
 
             from harness.drawn_cases import drawn_cases
 
-            listed += [c.id for c in drawn_cases(family, settings().max_examples, args.seed or 0) if c.id not in listed]
+            count = settings.get_profile(args.profile).max_examples
+            listed += [c.id for c in drawn_cases(family, count, seed) if c.id not in listed]
         for case_id in listed:
             families_of.setdefault(case_id, []).append(family)
     jobs = [(fams, [case_id]) for case_id, fams in families_of.items()]

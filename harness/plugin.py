@@ -96,7 +96,7 @@ def pytest_sessionfinish(session, exitstatus):
 
     command = "pytest " + " ".join(config.invocation_params.args)
     seed = config.getoption("hypothesis_seed", None)  # pytest's hypothesis plugin: --hypothesis-seed
-    paths = write_outputs(results, context=run_context(command, hypothesis_settings(seed)))
+    paths = write_outputs(results, context=run_context(command, hypothesis_settings(seed, "--hypothesis-seed")))
     config._attn_outputs = paths
 
 

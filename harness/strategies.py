@@ -30,12 +30,13 @@ def register_profiles() -> str:
     return name
 
 
-def hypothesis_settings(seed=None) -> dict:
-    """The profile in force and the seed, as the report's header shows them."""
-    current = settings()
-    name = getattr(settings, "_current_profile", None) or "default"
+def hypothesis_settings(seed=None, source: str = "given", profile: str | None = None) -> dict:
+    """The profile (``profile``, else the one in force) and the seed, and where it came
+    from, as the report's header shows them."""
+    current = settings.get_profile(profile) if profile else settings()
+    name = profile or getattr(settings, "_current_profile", None) or "default"
     if seed is not None:
-        drawn = f"{seed} (given)"
+        drawn = f"{seed} ({source})"
     elif current.derandomize:
         drawn = "derandomized (the same examples on every run)"
     else:

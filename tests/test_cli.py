@@ -23,6 +23,7 @@ def run_cli(*args, cwd=None):
     (["run", "--variants-from", "/nonexistent/variants.py"], "variants file /nonexistent/variants.py: no such file"),
     (["report", "/nonexistent/results"], "no results at /nonexistent/results"),
     (["run", "--workers", "0"], "--workers must be at least 1"),
+    (["run", "--seed", "3"], "--seed chooses the drawn cases: it needs --profile"),
 ])
 def test_bad_arguments_get_one_clear_line(capsys, args, expected):
     assert main(args) == 2
@@ -151,3 +152,21 @@ def test_a_folder_without_records_is_one_clear_line(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"attn-oracle: error: no records in {tmp_path}"
+
+
+def test_a_profile_adds_cases_drawn_from_the_strategies_the_same_for_a_seed(tmp_path):
+    import json
+
+    from cases import catalogue
+    from harness.drawn_cases import drawn_cases
+
+    assert [c.id for c in drawn_cases("kv_cache", 5, 3)] == [c.id for c in drawn_cases("kv_cache", 5, 3)]
+    assert drawn_cases("gdn_block", 5, 3) == []  # no strategy: the catalogue only
+    out = tmp_path / "run"
+    assert main(["run", "--family", "kv_cache", "--variants", "index_copy_cache", "--profile", "ci", "--seed", "3",
+                 "--out", str(out)]) == 0
+    ran = set(pd.read_csv(out / "results.csv")["case_id"])
+    listed = {c.id for c in catalogue("kv_cache")}
+    assert listed < ran and ran - listed == {c.id for c in drawn_cases("kv_cache", 15, 3)} - listed
+    context = json.loads((out / "context.json").read_text())
+    assert context["hypothesis"] == {"profile": "ci (max_examples=15)", "seed": "3 (the drawn cases' seed)"}
