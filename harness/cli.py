@@ -42,6 +42,22 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [part for value in values for part in value.split(",") if part]
 
 
+def _chosen_variants(families: list[str], names: list[str] | None) -> list:
+    """The registered variants of ``families`` (only ``names``, when given); an unknown name
+    is a usage error that lists the known ones."""
+    from harness.registry import variants
+
+    chosen = [v for f in families for v in variants(f)]
+    if not names:
+        return chosen
+    known = {v.name for v in chosen}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageProblem(f"unknown variant(s) {', '.join(unknown)} for families {', '.join(families)}; "
+                           f"known: {', '.join(sorted(known))}")
+    return [v for v in chosen if v.name in names]
+
+
 def _load_variant_files(paths: list[str]) -> None:
     from harness.registry import load_file
 
@@ -79,7 +95,6 @@ def cmd_run(args) -> int:
 
     warnings.simplefilter("ignore")
     from harness.families import family_names, get_family
-    from harness.registry import variants
 
     from harness.strategies import hypothesis_settings, register_profiles
 
@@ -91,13 +106,7 @@ def cmd_run(args) -> int:
     for name in families:
         _family(name)
     variant_names = _split(args.variants)
-    chosen = [v for f in families for v in variants(f, None)]
-    if variant_names:
-        known = {v.name for v in chosen}
-        unknown = [n for n in variant_names if n not in known]
-        if unknown:
-            raise UsageProblem(f"unknown variant(s) {', '.join(unknown)} for families {', '.join(families)}; "
-                               f"known: {', '.join(sorted(known))}")
+    _chosen_variants(families, variant_names)  # unknown names are a usage error before anything runs
     from cases import catalogue
 
     if args.case:
@@ -290,7 +299,6 @@ def cmd_fuzz(args) -> int:
     warnings.simplefilter("ignore")
     from harness import fuzz
     from harness.families import family_names
-    from harness.registry import variants
 
     if not args.minutes > 0:
         raise UsageProblem(f"--minutes must be more than 0, not {args.minutes:g}")
@@ -300,15 +308,7 @@ def cmd_fuzz(args) -> int:
         _family(name)
         if name not in fuzz.STRATEGIES:
             raise UsageProblem(fuzz.no_strategy(name))
-    chosen = [v for f in families for v in variants(f)]
-    variant_names = _split(args.variants)
-    if variant_names:
-        known = {v.name for v in chosen}
-        unknown = [n for n in variant_names if n not in known]
-        if unknown:
-            raise UsageProblem(f"unknown variant(s) {', '.join(unknown)} for families {', '.join(families)}; "
-                               f"known: {', '.join(sorted(known))}")
-        chosen = [v for v in chosen if v.name in variant_names]
+    chosen = _chosen_variants(families, _split(args.variants))
     results = fuzz.fuzz(chosen, args.minutes, regressions_dir=args.regressions, database=args.database,
                         seed=args.seed, report=fuzz.stderr_line)
     for line in fuzz.summary(results, args.regressions):

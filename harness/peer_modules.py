@@ -14,8 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.native_io import native_stderr_silenced
-
 REQUIRES = ("executorch.examples.models.llama.attention", "executorch.extension.llm.custom_ops.custom_ops")
 
 _GDN_PARAMETERS = {"in_proj_qkv": "in_proj_qkv.weight", "in_proj_z": "in_proj_z.weight",
@@ -52,11 +50,7 @@ class ExecuTorchGatedDeltaNet(nn.Module):
         self.batch = batch
 
     def forward(self, x, input_pos):
-        if torch.compiler.is_compiling():
-            y, _ = self.block(x, None, None, input_pos=input_pos)
-        else:
-            with native_stderr_silenced():  # its C++ op logs a line per eager call
-                y, _ = self.block(x, None, None, input_pos=input_pos)
+        y, _ = self.block(x, None, None, input_pos=input_pos)
         return y, self.block.conv_state[:self.batch, :, 1:].clone(), self.block.recurrent_state[:self.batch].clone()
 
 

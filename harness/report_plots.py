@@ -71,12 +71,17 @@ def _limit_line(ax) -> None:
 
 
 def tolerance_used(frame: pd.DataFrame) -> pd.DataFrame:
-    """The numeric pass and fail records with ``used`` = error / threshold, finite and > 0."""
+    """The numeric pass and fail records with a finite ``used`` = error / threshold (exact
+    results at 1e-6, so that a log axis can show them)."""
     numeric = frame[frame["status"].isin(["pass", "fail"]) & (frame["threshold"] > 0)]
     used = numeric["error"] / numeric["threshold"]
     keep = np.isfinite(used)
-    out = numeric[keep].assign(used=used[keep].clip(lower=1e-6))
-    return out
+    return numeric[keep].assign(used=used[keep].clip(lower=1e-6))
+
+
+def _distinct(used: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One point for the points a reader cannot tell apart: the same ``keys`` and, to 1 %, the same y."""
+    return used.assign(level=np.round(np.log10(used["used"]), 2)).drop_duplicates(keys + ["level"])
 
 
 def _axis_by(records: pd.DataFrame, rule: dict) -> pd.Series:
@@ -92,8 +97,7 @@ def _axis_by(records: pd.DataFrame, rule: dict) -> pd.Series:
 def _panels(used: pd.DataFrame, rule: dict, xlabel: str) -> str | None:
     """One panel per family in ``rule``: x from ``rule``, y the tolerance used, a colour per variant."""
     used = used.assign(x=_axis_by(used, rule)).dropna(subset=["x"])
-    # one marker for the points a reader cannot tell apart (same variant, x and, to 1 %, y)
-    used = used.assign(level=np.round(np.log10(used["used"]), 2)).drop_duplicates(["family", "variant", "x", "level"])
+    used = _distinct(used, ["family", "variant", "x"])
     families = [f for f in rule if f in set(used["family"])]
     if not families:
         return None
@@ -126,7 +130,7 @@ def by_dtype(used: pd.DataFrame) -> str | None:
     dtypes = sorted(set(used["dtype"]))
     families = sorted(set(used["family"]))
     fig, ax = plt.subplots(figsize=(_WIDTH * 1.6, 2.8))
-    used = used.assign(level=np.round(np.log10(used["used"]), 2)).drop_duplicates(["family", "dtype", "level"])
+    used = _distinct(used, ["family", "dtype"])
     width = 0.8 / len(families)
     for n, family in enumerate(families):
         rows = used[used["family"] == family]

@@ -43,13 +43,18 @@ def reproduce_command(case, variant: Variant) -> str:
     return f"attn-oracle run --family {variant.family} --variants {shlex.quote(variant.name)} --case {shlex.quote(case.id)}{extra}"
 
 
+def _identity(case, variant: Variant) -> dict:
+    """The fields every record of ``variant`` on ``case`` shares."""
+    return dict(case_id=case.id, family=variant.family, variant=variant.name, dtype=case.dtype,
+                case=case.describe(), case_params=case.params(), reproduce=reproduce_command(case, variant))
+
+
 def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
     """Every applicable check of ``variant`` on ``case``, one record per check target."""
     family = get_family(variant.family)  # a family may reuse another's case type (microsequences)
     specs = family.checks_for(case)
     features = family.case_features(case)
-    common = dict(case_id=case.id, family=variant.family, variant=variant.name, dtype=case.dtype,
-                  case=case.describe(), case_params=case.params(), reproduce=reproduce_command(case, variant))
+    common = _identity(case, variant)
 
     def unsupported(spec, reason):
         return Record(check=spec.check, target=spec.target, status=UNSUPPORTED, detail=reason, **common)
@@ -85,7 +90,5 @@ def crash_records(case, variant: Variant, detail: str, check: str | None = None)
     """``error`` records for a variant whose process died on ``case`` (every check, or
     only ``check``): a native crash is a result of that variant on that case."""
     family = get_family(variant.family)
-    return [Record(case_id=case.id, family=variant.family, variant=variant.name, check=s.check, target=s.target,
-                   status="error", dtype=case.dtype, detail=detail, case=case.describe(), case_params=case.params(),
-                   reproduce=reproduce_command(case, variant))
+    return [Record(check=s.check, target=s.target, status="error", detail=detail, **_identity(case, variant))
             for s in family.checks_for(case) if check is None or s.check == check]

@@ -43,6 +43,7 @@ from torch.export import Dim
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.export import MemoryMeter, declared_bounds
 from harness.families import CheckSpec, Family, run_guarded
+from harness.native_io import native_stderr_silenced
 from harness.registry import import_problem
 from harness.steps import compare_calls
 from harness.tolerance import FAIL, PASS, Comparison
@@ -266,13 +267,16 @@ def _cast(t: torch.Tensor, dtype) -> torch.Tensor:
     return t.to(dtype) if t.is_floating_point() else t
 
 
-def _chain(run, case: ProgramCase, dtype, device="cpu") -> list[torch.Tensor]:
-    """Every call in order, carried state fed back; per call its outputs flattened into one vector."""
+def _chain(run, case: ProgramCase, calls: list[tuple], dtype, device="cpu") -> list[torch.Tensor]:
+    """Every call in order, carried state fed back; per call its outputs flattened into one vector.
+    Native stderr is quieted around each call: ExecuTorch's C++ ops (in its runtime, in
+    exported graphs and in its eager modules) log a line per call."""
     state = tuple(_cast(s, dtype).to(device) for s in case.spec.initial_state())
     flat = []
-    for inputs in _calls(case):
+    for inputs in calls:
         args = tuple(_cast(t, dtype).to(device) for t in inputs) + state
-        outputs = run(*args)
+        with native_stderr_silenced():
+            outputs = run(*args)
         outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
         if state:
             state = tuple(outputs[-len(state):])
@@ -282,15 +286,17 @@ def _chain(run, case: ProgramCase, dtype, device="cpu") -> list[torch.Tensor]:
 
 @dataclass
 class ProgramOracle:
+    calls: list  # per call, its inputs (float64, rounded through the case dtype)
     truth: list  # per call, float64
     baseline: list  # per call, case dtype
 
 
 def oracle(case: ProgramCase) -> ProgramOracle:
     dtype = TORCH_DTYPES[case.dtype]
+    calls = _calls(case)
     with torch.no_grad():
-        return ProgramOracle(_chain(_module(case, torch.float64, truth=True), case, torch.float64),
-                             _chain(_module(case, dtype, truth=True), case, dtype))
+        return ProgramOracle(calls, _chain(_module(case, torch.float64, truth=True), case, calls, torch.float64),
+                             _chain(_module(case, dtype, truth=True), case, calls, dtype))
 
 
 def checks_for(case: ProgramCase) -> list[CheckSpec]:
@@ -310,7 +316,7 @@ def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[
     spec = case.spec
     dynamic_shapes = spec.dynamic_shapes() if spec.dynamic_shapes else None
     declared = declared_bounds(dynamic_shapes)
-    first = tuple(_cast(t, dtype) for t in _calls(case)[0]) + tuple(_cast(s, dtype) for s in spec.initial_state())
+    first = tuple(_cast(t, dtype) for t in oracle.calls[0]) + tuple(_cast(s, dtype) for s in spec.initial_state())
 
     def describe(call):
         return f"call {call} (at {case.calls[call]})"
@@ -335,7 +341,7 @@ def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[
                 return program.run(*args)
 
         with torch.no_grad():
-            got = _chain(metered if program.observable else program.run, case, dtype, device)
+            got = _chain(metered if program.observable else program.run, case, oracle.calls, dtype, device)
         for s in specs:
             if s.check == "EXPORT":
                 results[s.key] = compare_calls("EXPORT", "calls", got, oracle.truth, oracle.baseline, dtype, describe, dim=0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 
 from harness.export import Program, program_bounds, reexport_submodule, saved_and_loaded
-from harness.native_io import native_stderr_silenced
 from harness.registry import Limitation, variant
 
 NO_SUBMODULE = Limitation("only modules with an attention submodule are re-exported", features={"no_submodule"})
@@ -19,13 +18,7 @@ def export(module, example_args, dynamic_shapes, **kwargs):
 
 
 def _program(ep, dynamic_shapes) -> Program:
-    module = ep.module()
-
-    def run(*args):
-        with native_stderr_silenced():  # a C++ op in the graph (ExecuTorch's) logs a line per call
-            return module(*args)
-
-    return Program(run, program_bounds(ep, dynamic_shapes), ep.graph)
+    return Program(ep.module(), program_bounds(ep, dynamic_shapes), ep.graph)
 
 
 @variant("programs", "export_module", dtypes=("float32",))
@@ -72,7 +65,7 @@ def compiled_inductor(module, example_args, *, dynamic_shapes):
 
     def run(*args):
         # .item() on a position (ExecuTorch's AttentionMHA) is traced, not a graph break
-        with torch._dynamo.config.patch(capture_scalar_outputs=True), native_stderr_silenced():
-            return compiled(*args)  # a C++ op inside logs a line per call to the process's stderr
+        with torch._dynamo.config.patch(capture_scalar_outputs=True):
+            return compiled(*args)
 
     return Program(run, observable=False)
