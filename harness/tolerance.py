@@ -55,6 +55,8 @@ POLICY: dict[str, Rule] = {
     "SPLIT": Rule(k=3.0, floor_ulps=8.0),  # outputs and gradients through a chain of calls
     "REUSE": Rule(k=2.0, floor_ulps=4.0),  # outputs of calls that must reuse a cache
     "EXPORT": Rule(k=2.0, floor_ulps=4.0),  # a program's outputs and states over several calls
+    "GUARD": Rule(k=2.0, floor_ulps=4.0),  # outputs with NaN / huge values just past every input's end
+    "UNINIT": Rule(k=2.0, floor_ulps=4.0),  # outputs with every fresh allocation NaN-filled
 }
 
 
@@ -109,8 +111,10 @@ def compare(
     baseline: torch.Tensor,
     dtype: torch.dtype,
     magnitude: float | None = None,
+    policy: str | None = None,
 ) -> Comparison:
-    """Apply the policy of ``check`` to a variant's tensor; see the module docstring."""
+    """Apply the policy of ``check`` (or of the row ``policy``: GUARD on a gradient is
+    judged by the GRAD row) to a variant's tensor; see the module docstring."""
     if actual.shape != oracle.shape:
         return Comparison(check, target, FAIL, detail=f"shape {tuple(actual.shape)} != expected {tuple(oracle.shape)}")
     count, index = _first_nonfinite(actual)
@@ -119,7 +123,7 @@ def compare(
                           detail=f"{count} non-finite value(s); first at index {index}")
     if _first_nonfinite(baseline)[0]:
         return Comparison(check, target, ERROR, detail=f"the {dtype} baseline is not finite: the case is outside the dtype's range")
-    rule = POLICY[check]
+    rule = POLICY[policy or check]
     eps = torch.finfo(dtype).eps
     got, base = measure(actual, oracle), measure(baseline, oracle)
     rel_floor = rule.floor_ulps * eps
