@@ -37,6 +37,7 @@ class Record:
     case_params: dict = field(default_factory=dict)
     reproduce: str = ""  # a command that runs just this case and variant
     known_failure: str = ""  # the declared reason when a KnownFailure of the variant covers this row
+    provenance: str = ""  # which implementation ran, as the adapter observed it (harness.provenance)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, allow_nan=True)

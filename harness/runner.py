@@ -11,6 +11,7 @@ import shlex
 import time
 from collections import OrderedDict
 
+from harness import provenance
 from harness.families import get_family
 from harness.records import Record
 from harness.registry import Variant
@@ -74,7 +75,8 @@ def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
         return records
     oracle = oracles.get(case)
     start = time.perf_counter()
-    comparisons = family.run(case, variant.fn, variant.device, oracle, wanted)
+    with provenance.collected() as ran:
+        comparisons = family.run(case, variant.fn, variant.device, oracle, wanted)
     seconds = time.perf_counter() - start
     for spec in wanted:
         c = comparisons[spec.key]
@@ -82,7 +84,8 @@ def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
         records.append(Record(check=c.check, target=c.target, status=c.status, error=c.error, threshold=c.threshold,
                               rel_rms=c.rel_rms, rel_rms_threshold=c.rel_rms_threshold, margin=c.margin,
                               worst_index=str(c.worst_index) if c.worst_index is not None else "",
-                              detail=c.detail, seconds=seconds, known_failure=known.reason if known else "", **common))
+                              detail=c.detail, seconds=seconds, known_failure=known.reason if known else "",
+                              provenance="; ".join(ran), **common))
     return records
 
 

@@ -1,0 +1,115 @@
+"""ExecuTorch's whole ``AttentionMHA`` layer over the kv_cache schedules: its cache, its
+mask, its SDPA, wired as its llama example wires them.
+
+The layer computes ``q, k, v`` from one input ``x``; the adapter feeds
+``x = [q | k | v]`` (flattened per token) with ``wq``, ``wk``, ``wv`` that select each
+part and ``wo`` that returns the attention output in the first ``H D`` features: every
+projection multiplies by exactly one 1 and adds zeros, so it is exact. RoPE is the
+identity (cos 1, sin 0): the family has no positions in its keys. ``input_pos`` is the
+call's first position, as the llama runner passes it.
+
+Wirings: the example's default (``KVCache`` with ``enable_dynamic_shape``, the causal
+``mask`` rows from ``input_pos``, its ``SDPA`` module); its ring (``RingKVCache`` of
+2 x window slots, swapped in as ``replace_kv_cache_with_ring_kv_cache`` does, the
+layer computing the ring's own mask after the update); and the export's custom ops
+(``replace_kv_cache_with_custom_kv_cache`` + ``replace_sdpa_with_custom_op``:
+``CustomKVCache`` / ``CustomRingKVCache`` and ``SDPACustom`` over ``llama.update_cache*``
+and ``llama.custom_sdpa``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.native_io import native_stderr_silenced
+from harness.registry import Limitation, variant
+
+REQUIRES = ("executorch.examples.models.llama.attention", "executorch.extension.llm.custom_ops.custom_ops")
+NO_SCALE = Limitation("the layer has no scale argument: its SDPA scales by 1/sqrt(head_dim)", features={"custom_scale"})
+STATIC = Limitation("the layer's KVCache writes slot p and masks causally: static caches only (ring caches are the ring wirings)",
+                    features={"kind:sliding", "kind:ring"})
+RING = [Limitation("a ring buffer with a sliding-window mask: ring caches only", features={"kind:static", "kind:sliding"}),
+        Limitation("RingKVCache(window) allocates exactly 2 x window slots", features={"ring_capacity_not_twice_window"})]
+
+
+def _layer(k_cache, v_cache, heads: int, window: int | None, custom_ops: bool):
+    """AttentionMHA with selection projections, its cache holding ``k_cache``'s capacity."""
+    from executorch.examples.models.llama.attention import AttentionMHA
+    from executorch.examples.models.llama.model_args import ModelArgs
+    from executorch.examples.models.llama.source_transformation import custom_kv_cache, sdpa
+
+    batch, slots, heads_kv, dim = k_cache.shape
+    width = (heads + 2 * heads_kv) * dim
+    args = ModelArgs(dim=width, n_heads=heads, n_kv_heads=heads_kv, head_dim=dim, max_batch_size=batch,
+                     max_context_len=slots, max_seq_len=slots, use_kv_cache=True, enable_dynamic_shape=True)
+    layer = AttentionMHA(args, 0, _IdentityRope()).eval()
+    eye = torch.eye(width)
+    with torch.no_grad():
+        layer.wq.weight.copy_(eye[:heads * dim])
+        layer.wk.weight.copy_(eye[heads * dim:(heads + heads_kv) * dim])
+        layer.wv.weight.copy_(eye[(heads + heads_kv) * dim:])
+        layer.wo.weight.copy_(eye[:, :heads * dim])
+    if window is not None:
+        custom_kv_cache._replace_kv_cache_with_ring_kv_cache(layer, window)
+    if custom_ops:
+        holder = torch.nn.Module()
+        holder.attention = layer
+        custom_kv_cache.replace_kv_cache_with_custom_kv_cache(holder)
+        sdpa.replace_sdpa_with_custom_op(holder, use_attention_mask=window is not None)
+    layer.to(k_cache.dtype)
+    stored_bhsd = type(layer.kv_cache).__name__ in ("KVCache", "RingKVCache")  # the custom caches keep [B, S, H, D]
+    with torch.no_grad():
+        layer.kv_cache.k_cache.copy_(k_cache.transpose(1, 2) if stored_bhsd else k_cache)
+        layer.kv_cache.v_cache.copy_(v_cache.transpose(1, 2) if stored_bhsd else v_cache)
+    return layer, stored_bhsd
+
+
+class _IdentityRope(torch.nn.Module):
+    def forward(self, q, k, freqs_cos, freqs_sin):
+        return q, k
+
+
+def _calls(steps, k_cache, v_cache, window, custom_ops):
+    batch, _, heads, dim = steps[0][0].shape
+    layer, bhsd = _layer(k_cache, v_cache, heads, window, custom_ops)
+    results = []
+    with torch.no_grad():
+        for q, k, v, start in steps:
+            n = q.shape[1]
+            x = torch.cat([q.reshape(batch, n, -1), k.reshape(batch, n, -1), v.reshape(batch, n, -1)], dim=-1)
+            cos = torch.ones(n, dim // 2, dtype=x.dtype)
+            with native_stderr_silenced():
+                y, _ = layer(x, cos, torch.zeros_like(cos), input_pos=torch.tensor([start], dtype=torch.long))
+            cache = layer.kv_cache
+            k_now = cache.k_cache.transpose(1, 2) if bhsd else cache.k_cache
+            v_now = cache.v_cache.transpose(1, 2) if bhsd else cache.v_cache
+            results.append((y[..., :heads * dim].reshape(batch, n, heads, dim), k_now.clone(), v_now.clone()))
+    return results
+
+
+@variant("kv_cache", "executorch_attention_mha", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES, limitations=[STATIC, NO_SCALE])
+def executorch_attention_mha(steps, k_cache, v_cache, *, kind, window, scale):
+    """executorch...llama.attention.AttentionMHA (KVCache, causal mask rows, SDPA module), x = [q | k | v]."""
+    return _calls(steps, k_cache, v_cache, None, custom_ops=False)
+
+
+@variant("kv_cache", "executorch_attention_mha_ring", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES, limitations=[*RING, NO_SCALE])
+def executorch_attention_mha_ring(steps, k_cache, v_cache, *, kind, window, scale):
+    """AttentionMHA with RingKVCache(window) swapped in (the layer builds the ring's mask after each update)."""
+    return _calls(steps, k_cache, v_cache, window, custom_ops=False)
+
+
+@variant("kv_cache", "executorch_attention_mha_custom_ops", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES,
+         limitations=[STATIC, NO_SCALE])
+def executorch_attention_mha_custom_ops(steps, k_cache, v_cache, *, kind, window, scale):
+    """AttentionMHA after replace_kv_cache_with_custom_kv_cache + replace_sdpa_with_custom_op
+    (CustomKVCache: llama.update_cache; SDPACustom: llama.custom_sdpa causal from start_pos)."""
+    return _calls(steps, k_cache, v_cache, None, custom_ops=True)
+
+
+@variant("kv_cache", "executorch_attention_mha_custom_ring", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES,
+         limitations=[*RING, NO_SCALE])
+def executorch_attention_mha_custom_ring(steps, k_cache, v_cache, *, kind, window, scale):
+    """AttentionMHA with the ring swapped in, then the custom ops (CustomRingKVCache:
+    llama.update_cache_with_indices; SDPACustom with the ring's mask: llama.custom_sdpa)."""
+    return _calls(steps, k_cache, v_cache, window, custom_ops=True)
