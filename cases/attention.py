@@ -1,25 +1,29 @@
 """Attention cases: a grid that hits what symmetric shapes hide.
 
 Shapes mix GQA ratios (6/2, 8/2, 3/1 with distinct K/V per head), Lq != Lk in both
-directions including decode (Lq = 1), lengths that are not multiples of 8 or 64,
-head dims 16/64/100 and Dk != Dv. Each shape meets each masking once, and the
-dtype rotates through fp32/bf16/fp16 so every shape and masking sees several dtypes.
+directions including decode (Lq = 1), lengths at tile edges (15/16/17, 33, 63/64/65,
+127/128/129, Lq and Lk independently), head dims that are not powers of two
+(24, 40, 72, 100, 136, 192) and Dk != Dv. Each masking meets three of the eight shapes
+(shape s gets maskings s, s+2 and s+5, cyclically: both Lq > Lk shapes meet bottom-right
+causal, every shape a masking ExecuTorch's ops take), the dtype rotates through
+fp32/bf16/fp16, and every third case sets a scale other than 1/sqrt(D).
 """
 
 from __future__ import annotations
 
-from itertools import product
-
+from harness.edges import CUSTOM_SCALES
 from harness.families.attention import AttentionCase
 
 # (batch, heads_q, heads_kv, len_q, len_k, head_dim, head_dim_v)
 SHAPES = [
-    (2, 4, 4, 37, 64, 16, 16),
-    (1, 6, 2, 1, 77, 64, 64),  # decode, 3 query heads per kv head
-    (2, 8, 2, 64, 37, 100, 100),  # Lq > Lk: bottom-right causal leaves rows with no key
-    (2, 3, 1, 13, 131, 16, 100),  # MQA, Dk != Dv
-    (1, 2, 2, 100, 100, 64, 32),
+    (2, 4, 4, 17, 64, 24, 24),  # one query past a tile of 16 over a whole tile of 64 keys
+    (1, 6, 2, 1, 129, 72, 72),  # decode over one key past 128, 3 query heads per kv head
+    (2, 8, 2, 65, 63, 40, 40),  # Lq > Lk: bottom-right causal leaves rows with no key
+    (2, 3, 1, 15, 128, 16, 100),  # MQA, Dk != Dv
+    (1, 2, 2, 127, 129, 136, 136),  # both one off 128
     (2, 1, 1, 5, 9, 16, 16),
+    (1, 4, 2, 16, 33, 192, 64),  # Dk != Dv, one key past 32
+    (2, 2, 1, 128, 17, 100, 48),  # a tile of 128 queries over 17 keys, Dk != Dv
 ]
 
 MASKINGS = [
@@ -32,12 +36,19 @@ MASKINGS = [
     dict(mask="additive", causal=True, alignment="bottom_right"),
     dict(softcap=2.5, causal=True, alignment="bottom_right"),
 ]
+MASKING_OFFSETS = (0, 2, 5)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
+# A shape's cases come in two dtypes (a kernel compiled per shape and dtype, as
+# flex_attention is, compiles twice per shape, not three times); the dtypes rotate over
+# the shapes.
+_TRIPLES = [(shape, MASKINGS[(s + offset) % len(MASKINGS)], DTYPES[(s + n // 2) % len(DTYPES)])
+            for s, shape in enumerate(SHAPES) for n, offset in enumerate(MASKING_OFFSETS)]
 GRID = [
-    AttentionCase(*shape, dtype=DTYPES[i % len(DTYPES)], seed=i, **masking)
-    for i, (shape, masking) in enumerate(product(SHAPES, MASKINGS))
+    AttentionCase(*shape, dtype=dtype, scale=CUSTOM_SCALES[(i // 3) % len(CUSTOM_SCALES)] if i % 3 == 1 else None,
+                  seed=i, **masking)
+    for i, (shape, masking, dtype) in enumerate(_TRIPLES)
 ]
 
 # Regressions found by fuzzing or reported by users, pinned so they always run.
@@ -48,4 +59,9 @@ PINNED: list[AttentionCase] = [
     AttentionCase(2, 12, 3, 33, 65, 64, 64, dtype="bfloat16", causal=True, mask="bool", seed=1001),
     # A long decode step over three distinct kv heads.
     AttentionCase(1, 3, 3, 1, 200, 100, 100, dtype="float16", causal=True, seed=1002),
+    # The first case of the earlier grid (tests/test_plugin.py runs it by id).
+    AttentionCase(2, 4, 4, 37, 64, 16, 16, dtype="float32", seed=0),
+    # Zero-length calls: no queries; no keys at all (every row empty: output exactly 0).
+    AttentionCase(2, 4, 2, 0, 17, 24, 24, dtype="float32", causal=True, seed=1003),
+    AttentionCase(2, 4, 2, 5, 0, 24, 24, dtype="float32", seed=1004),
 ]

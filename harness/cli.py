@@ -5,6 +5,7 @@
   attn-oracle report   re-render a report from saved records (several run folders merge)
   attn-oracle compare  what got worse between two runs
   attn-oracle fuzz     a long Hypothesis session climbing toward failures; pins each as a regression
+  attn-oracle findings the failures of real libraries a run found, with their repro scripts
 
 Bad arguments get one line on stderr and exit status 2; a failing check gives 1.
 """
@@ -160,23 +161,42 @@ def cmd_run(args) -> int:
     else:
         interrupted = False
     sys.stderr.write("\n")
-    from harness import records
+    from harness import findings, records
     from harness.report import write_outputs
 
     frame = records.load(out)
+    found = findings.write(out, frame)
     paths = write_outputs(out, frame=frame)
     counts = frame["status"].value_counts().to_dict()
     bad = frame["status"].isin(["fail", "error"])
     known = int((bad & (frame["known_failure"] != "")).sum())
+    stale = _stale_declarations(frame)
     print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "error", "unsupported"))
           + (f" ({known} of the failures declared known)" if known else "")
           + f" ({len(frame)} records, {frame['case_id'].nunique()} cases, {frame['variant'].nunique()} variants,"
           f" {time.perf_counter() - start:.1f} s)")
+    if found:
+        print(f"{len(found)} finding(s) of real libraries ({sum(1 for f in found if f['known'])} known), with their repro "
+              f"scripts: attn-oracle findings {shlex.quote(str(out))}")
+    for line in stale:
+        print(line)
     for label, path in paths.items():
         print(f"{label}: {path}")
     if interrupted:
         return 130
-    return 1 if int(bad.sum()) > known else 0
+    return 1 if int(bad.sum()) > known or stale else 0
+
+
+def _stale_declarations(frame) -> list[str]:
+    """A declared known failure that did not fail (per variant, case and check, as pytest's
+    strict xfail judges it): the library was fixed, and the declaration must go."""
+    declared = frame[frame["known_failure"] != ""]
+    lines = []
+    for (variant, case_id, check), group in declared.groupby(["variant", "case_id", "check"], sort=True):
+        if not group["status"].isin(["fail", "error"]).any():
+            lines.append(f"declared known failure did not fail, remove the declaration: {variant} {check} on {case_id}: "
+                         f"{group['known_failure'].iloc[0]}")
+    return lines
 
 
 def _run_jobs(jobs, args, variant_names, out, start) -> None:
@@ -276,11 +296,46 @@ def cmd_report(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from harness.report import load_context, run_context
 
+    from harness import findings
+
     command = "attn-oracle " + " ".join(shlex.quote(a) for a in args.argv)
     context = load_context(sources) or run_context("(not saved with these records)")
-    paths = write_outputs(out, frame=frame, context=context, rendered_by=command)
+    paths = write_outputs(out, frame=frame, context=context, rendered_by=command,
+                          findings=findings.merge_into(sources, out))
     for label, path in paths.items():
         print(f"{label}: {path}")
+    return 0
+
+
+def cmd_findings(args) -> int:
+    """List each run folder's findings: what failed, the smallest case, the repro script."""
+    from harness import findings
+
+    listed = 0
+    for source in args.results:
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
+        if not Path(source).exists():
+            raise FileNotFoundError(f"no results at {source}")
+        index = findings.load(folder)
+        if index is None:
+            continue
+        listed += 1
+        rows = index["findings"]
+        known = sum(1 for f in rows if f["known"])
+        print(f"{len(rows)} finding(s) in {folder}" + (f" ({known} known)" if known else "") + (":" if rows else ""))
+        for f in rows:
+            status = f"known failure ({f['known_versions'] or 'every version'}): {f['known']}" if f["known"] else f["status"]
+            print(f"  {f['variant']} {f['check']}:{f['target']} {f['kind']}  [{status}]")
+            print(f"    smallest failing case: {f['case_id']} ({f['records']} record(s) in {f['cases']} case(s)"
+                  + (f"; checks {', '.join(f['checks'])}" if len(f.get("checks", [])) > 1 else "") + ")")
+            print(f"    repro: {folder / f['script']}" if f["script"] else f"    no repro script: {f['no_script']}")
+        left = index.get("left_out", {})
+        if left.get("mutant records") or left.get("adapter errors"):
+            print(f"  not findings: {left.get('mutant records', 0)} failing record(s) of the harness's own mutants, "
+                  f"{len(left.get('adapter errors', []))} error(s) raised by adapter or harness code")
+    if not listed:
+        raise UsageProblem(f"no findings in {', '.join(args.results)} (attn-oracle run and the pytest plugin write "
+                           f"findings.json beside the records)")
     return 0
 
 
@@ -357,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+", help="run folders or results.csv files; several are merged")
     rep.add_argument("--out", help="output folder (default: beside the results; required to merge)")
     rep.set_defaults(func=cmd_report)
+
+    fnd = sub.add_parser("findings", help="the failures of real libraries a run found, each with its smallest case and "
+                                           "its standalone repro script")
+    fnd.add_argument("results", nargs="+", help="run folders (or a file in one) holding findings.json")
+    fnd.set_defaults(func=cmd_findings)
 
     cmp = sub.add_parser("compare", help="what got worse between two runs: new failures, margins that shrank")
     cmp.add_argument("old", help="the earlier run (folder or results.csv)")

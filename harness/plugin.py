@@ -91,12 +91,15 @@ def pytest_sessionfinish(session, exitstatus):
     results = getattr(config, "_attn_results", None)
     if _is_worker(config) or not results or not any(Path(results).glob("records-*.jsonl")):
         return
+    from harness import findings, records
     from harness.report import run_context, write_outputs
     from harness.strategies import hypothesis_settings
 
     command = "pytest " + " ".join(config.invocation_params.args)
     seed = config.getoption("hypothesis_seed", None)  # pytest's hypothesis plugin: --hypothesis-seed
-    paths = write_outputs(results, context=run_context(command, hypothesis_settings(seed, "--hypothesis-seed")))
+    frame = records.load(results)
+    findings.write(results, frame)  # findings.json and findings/*.py, read by the report
+    paths = write_outputs(results, frame=frame, context=run_context(command, hypothesis_settings(seed, "--hypothesis-seed")))
     config._attn_outputs = paths
 
 

@@ -65,6 +65,9 @@ def load(source: str | Path) -> pd.DataFrame:
     if source.suffix == ".csv":
         frame = pd.read_csv(source)
         text_columns = [name for name, f in Record.__dataclass_fields__.items() if f.type == "str"]
+        for name in text_columns:  # results saved before a column existed read it as empty
+            if name not in frame.columns:
+                frame[name] = ""
         frame[text_columns] = frame[text_columns].fillna("").astype(str)
         frame["case_params"] = frame["case_params"].map(lambda s: json.loads(s) if s else {})
         return frame

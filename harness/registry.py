@@ -16,10 +16,25 @@ Register a variant in any file::
         ...
 
 and load that file with ``--variants-from PATH`` (pytest and ``attn-oracle``).
+
+What may be a limitation: only what the implementation's interface cannot express (it
+has no argument for the case: no soft-cap, no window, no varlen) or what the
+implementation refuses with an error (say which error). Where it accepts an input and
+returns something, the harness compares that: a wrong answer is a failure, and returning
+memory it never wrote is a failure too, never a limitation. A failure of a real library
+that is confirmed and not fixed upstream is declared a ``KnownFailure`` (its reason and
+the library versions it applies to): the check still runs, strictly, and the failure
+stays in the report's Findings.
+
+``repro`` (optional) is the adapter's body written with torch and the library only,
+never the harness: ``harness.findings`` pastes it into the standalone script it writes
+for each finding of the variant (see that package for the names a snippet reads and
+must assign).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -86,7 +101,53 @@ class KnownFailure(Limitation):
     (OpInfo's ``DecorateInfo(unittest.expectedFailure)``): the checks still run, the
     records keep their ``fail``/``error`` status and carry this reason. pytest reports
     them as xfail, strictly: a declared failure that stops failing fails the test, so a
-    stale declaration is noticed. Same matching fields as ``Limitation``."""
+    stale declaration is noticed. Same matching fields as ``Limitation``, and:
+
+    versions: the library versions the failure was confirmed in, as a requirement
+              string (``"executorch>=1.5,<=1.5.1"``, PEP 440 specifiers); with another
+              version installed, or the distribution missing, the declaration does
+              not apply and the check is judged as any other (a failure fails the
+              run: confirm it and widen the range). None: every version.
+    """
+
+    versions: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.versions is not None:
+            _requirement(self.versions)  # a malformed range is an error where it is declared
+
+    def applies(self, features: frozenset[str], dtype: str, check_tags: frozenset[str] | None = None) -> bool:
+        return super().applies(features, dtype, check_tags) and self.version_applies()
+
+    def version_applies(self) -> bool:
+        """Whether the installed library is in ``versions`` (always, without a range)."""
+        return self.versions is None or _installed_in(self.versions)
+
+    def describe(self) -> str:
+        return super().describe() + (f"; {self.versions}" if self.versions is not None else "")
+
+
+def _requirement(text: str):
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return Requirement(text)
+    except InvalidRequirement as exc:
+        raise VariantError(f"KnownFailure versions {text!r} is not a requirement like 'executorch>=1.5,<1.6': {exc}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_in(text: str) -> bool:
+    """Whether the installed distribution's version is in the range (asked once per range)."""
+    import importlib.metadata
+
+    requirement = _requirement(text)
+    try:
+        installed = importlib.metadata.version(requirement.name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return requirement.specifier.contains(installed, prereleases=True)
 
 
 @dataclass
@@ -101,6 +162,7 @@ class Variant:
     description: str = ""
     source: str = ""  # the file it was registered from
     known_failures: tuple[KnownFailure, ...] = ()
+    repro: str = ""  # the adapter's body with torch and the library only, for findings' scripts
     _availability: str | None = field(default=None, repr=False)  # "" when available
 
     def unavailable_reason(self) -> str:
@@ -180,14 +242,15 @@ def register(v: Variant) -> Variant:
 
 def variant(family: str, name: str, *, dtypes: Iterable[str] = ("float32", "bfloat16", "float16"),
             device: str = "cpu", requires: Iterable[str] = (), limitations: Iterable[Limitation] = (),
-            description: str = "", known_failures: Iterable[KnownFailure] = ()) -> Callable[[Callable], Callable]:
+            description: str = "", known_failures: Iterable[KnownFailure] = (),
+            repro: str = "") -> Callable[[Callable], Callable]:
     """Decorator form of ``register``; returns the function unchanged."""
 
     def decorate(fn: Callable) -> Callable:
         source = inspect.getsourcefile(fn) or "<unknown>"
         doc = description or (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
         register(Variant(family, name, fn, tuple(dtypes), device, tuple(requires), tuple(limitations), doc, source,
-                         known_failures=tuple(known_failures)))
+                         known_failures=tuple(known_failures), repro=inspect.cleandoc(repro) if repro else ""))
         return fn
 
     return decorate

@@ -3,9 +3,11 @@
 The page has: the environment of the run, totals, a variant x check matrix (pass /
 fail / unsupported with the reason / not run; a cell opens its cases), how close the
 passes came to their thresholds per check and variant, plots (``harness.report_plots``),
-the failures with their figures, the layout drawn (``harness.report_layouts``), the
-pinned regression and a command that reproduces each, and the limitations table
-generated from the registry. Every string is HTML-escaped by the template engine; the
+the findings (failures of real libraries, one per distinct bug, with the smallest failing
+case and a standalone repro script: ``harness.findings``, read from the run's
+``findings.json``), the failures with their figures, the layout drawn
+(``harness.report_layouts``), the pinned regression and a command that reproduces each,
+and the limitations table generated from the registry. Every string is HTML-escaped by the template engine; the
 cases are embedded as JSON with ``<``, ``>`` and ``&`` escaped.
 
 What describes the run (its environment, command line, Hypothesis profile and seed,
@@ -163,7 +165,19 @@ def _failures(frame: pd.DataFrame, regressions: list[dict]) -> list[dict]:
     return rows
 
 
-def render_html(frame: pd.DataFrame, context: dict, rendered_by: str = "") -> str:
+def _findings(index: dict | None) -> dict | None:
+    """The findings index as the page shows it: known ones counted, layouts drawn."""
+    from harness.report_layouts import draw_case
+
+    if index is None:
+        return None
+    rows = [dict(f, layout_svg=draw_case(f["family"], f["case_params"])) for f in index["findings"]]
+    return {"rows": rows, "known": sum(1 for f in rows if f["known"]), "left_out": index.get("left_out", {})}
+
+
+def render_html(frame: pd.DataFrame, context: dict, rendered_by: str = "", findings: dict | None = None) -> str:
+    """The page; ``findings`` is the run's findings index (``harness.findings.load``), None
+    when the records came without one."""
     from harness.report_layouts import SLACK_PATTERN
     from harness.report_plots import plots
 
@@ -175,6 +189,7 @@ def render_html(frame: pd.DataFrame, context: dict, rendered_by: str = "") -> st
         environment=context.get("environment", {}), command=context.get("command", ""), rendered_by=rendered_by,
         hypothesis=context.get("hypothesis", {}), totals=totals, known=known, total=len(frame), matrix=matrix(frame),
         margins=margins_table(frame), plots=plots(frame), failures=_failures(frame, context.get("regressions", [])),
+        findings=_findings(findings),
         limitations=context.get("limitations", []), cases=frame["case_id"].nunique(),
         variants=frame["variant"].nunique(), cases_json=cases_json(frame), slack_pattern=SLACK_PATTERN,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -182,15 +197,22 @@ def render_html(frame: pd.DataFrame, context: dict, rendered_by: str = "") -> st
 
 
 def write_outputs(results_dir: str | Path, frame: pd.DataFrame | None = None, context: dict | None = None,
-                  rendered_by: str = "") -> dict[str, Path]:
+                  rendered_by: str = "", findings: dict | None = None) -> dict[str, Path]:
     """Write results.csv, results.json and report.html into ``results_dir``. The records
-    default to the folder's own, the context to the folder's ``context.json``."""
+    default to the folder's own, the context to the folder's ``context.json``, the
+    findings to its ``findings.json`` (written before, by ``harness.findings.write``)."""
+    from harness import findings as findings_store
+
     results_dir = Path(results_dir)
     frame = record_store.load(results_dir) if frame is None else frame
     context = context or load_context([results_dir]) or {}
+    findings = findings if findings is not None else findings_store.load(results_dir)
     csv_path = record_store.save_csv(frame, results_dir / "results.csv")
     json_path = results_dir / "results.json"
     frame.to_json(json_path, orient="records", indent=None)
     html_path = results_dir / "report.html"
-    html_path.write_text(render_html(frame, context, rendered_by), encoding="utf-8")
-    return {"report": html_path, "results": csv_path, "json": json_path}
+    html_path.write_text(render_html(frame, context, rendered_by, findings), encoding="utf-8")
+    paths = {"report": html_path, "results": csv_path, "json": json_path}
+    if findings is not None:
+        paths["findings"] = results_dir / findings_store.INDEX
+    return paths

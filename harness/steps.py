@@ -51,3 +51,12 @@ def exact_calls(check: str, target: str, got: list, expected: list, describe_cal
                               detail=f"first differing call: {describe_call(call)}; {int(differ.sum())} element(s) differ, "
                                      f"first at {describe_index(index)}")
     return Comparison(check, target, PASS, error=0.0, threshold=0.0, detail=f"all {len(got)} call(s) exact")
+
+
+def worst(results: dict[str, Comparison]) -> Comparison:
+    """One verdict for several tensors (name -> comparison): the first that does not
+    pass, else the one with the smallest margin; the detail names it."""
+    bad = [name for name, r in results.items() if r.status != PASS]
+    name = bad[0] if bad else min(results, key=lambda n: results[n].margin if results[n].margin == results[n].margin else 1.0)
+    what = f"{'failing' if bad else 'smallest margin'}: {name}"
+    return _with_detail(results[name], what)

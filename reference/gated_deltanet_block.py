@@ -29,6 +29,8 @@ from reference.gated_delta import gated_delta_rule
 def short_conv(x: torch.Tensor, weight: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x ``[B, T, C]``, weight ``[C, W]``, state ``[B, C, W-1]`` -> (y ``[B, T, C]``, new state)."""
     width = weight.shape[1]
+    if x.shape[1] == 0:  # an empty call: no output, the state unchanged
+        return x.new_zeros(x.shape), state
     history = torch.cat([state, x.transpose(1, 2)], dim=-1)  # [B, C, W-1+T]
     windows = history.unfold(-1, width, 1)  # [B, C, T, W]: window t ends at input t
     y = F.silu((windows * weight[None, :, None, :]).sum(-1)).transpose(1, 2)

@@ -13,15 +13,27 @@ keys of *all* tokens ``0 .. p_s + n_s - 1``, whatever the cache kept, with
 so a query sees exactly ``min(w, i + 1)`` keys, its own included (ExecuTorch's
 ``RingKVCache`` mask ``0 <= i - j < w``; transformers' ``sliding_window``).
 
+The truth does not depend on what a cache can hold: it exists for every schedule.
+
 Storage: a cache is ``[B, S, Hkv, D]`` (S slots) and the token at position p is
 written to
 
-    slot(p) = p          "static" and "sliding" (needs p < S)
-    slot(p) = p mod S    "ring"; every call must fit: S >= w + n_s - 1, or a key that
-                         one of the call's queries must see is overwritten by a later
-                         key of the same call.
+    slot(p) = p          "static" and "sliding" (a cache of S slots holds positions < S)
+    slot(p) = p mod S    "ring"
 
-Slots never written keep whatever the cache held before (zeros, or a sentinel).
+Tokens are written in position order, so in a ring a later token overwrites an
+earlier one's slot, also within one call: after an extend longer than the free
+slots (or longer than S itself) the ring holds, in each slot s, the latest position
+p <= end - 1 with p mod S = s (``cache_after`` writes them one by one). Slots never
+written keep whatever the cache held before (zeros, or a sentinel).
+
+A ring that writes a whole call and then attends over its slots has lost a key one
+of the call's queries must see when the oldest key its first query sees, position
+``max(0, p_s - w + 1)``, was overwritten by the call's end: ``max(0, p_s - w + 1) + S
+< p_s + n_s`` (``n_s > S - w + 1`` once the window is full; a first call ``n_s > S``;
+any call ending past position S when ``S < w``). Such a cache must attend before it
+overwrites (in pieces, or over its old slots and the call's own keys); that is the
+implementation's business, the truth above is unchanged.
 
 A cross-attention cache holds K = E Wk^T and V = E Wv^T of the encoder states E of
 the *first* call; later calls reuse it unchanged and attend over all of it, no mask.
@@ -52,7 +64,8 @@ def slot(kind: str, capacity: int, position: int) -> int:
 
 def cache_after(kind: str, capacity: int, values: torch.Tensor, end: int, initial: torch.Tensor) -> torch.Tensor:
     """Cache contents ``[B, S, Hkv, D]`` once tokens ``0 .. end-1`` (``values[:, p]`` of
-    ``[B, T, Hkv, D]``) were written in order into a cache that held ``initial``."""
+    ``[B, T, Hkv, D]``) were written in order into a cache that held ``initial``: a
+    ring slot holds the latest position written to it, whatever the calls' lengths."""
     cache = initial.clone()
     for position in range(end):  # in order: a later token overwrites its ring slot
         cache[:, slot(kind, capacity, position)] = values[:, position]

@@ -7,6 +7,7 @@ unsliced attention presented as sliced, a sliced one that keeps every slice's sc
 """
 
 import copy
+import itertools
 
 import torch
 from torch.export import Dim
@@ -93,3 +94,45 @@ class _HoardingSlicedAttention(QuerySlicedAttention):
 def sliced_but_keeps_every_slice(module, example_args, *, dynamic_shapes):
     """The eager sliced attention that holds every slice's scores at once (MEM:peak_live only)."""
     return Program(_HoardingSlicedAttention(module.chunk))
+
+
+# Mutants for the memory checks (UNINIT, DET) on the eager form -------------------------------
+
+
+def _fresh(shape, like):
+    """``torch.empty``: outside ``poisoned_allocations`` the allocator is taken to return zeroed
+    pages (``torch.zeros``), so that the old checks miss what is never initialised
+    deterministically; under it, the real ``torch.empty``, which it fills with NaN."""
+    if torch.utils.deterministic.fill_uninitialized_memory and torch.are_deterministic_algorithms_enabled():
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def outputs_accumulated_into_unzeroed_buffers(module, example_args, *, dynamic_shapes):
+    """The eager module whose outputs are handed back through fresh ``torch.empty`` buffers it
+    adds them into (``out += result``) instead of assigning: right while allocations come back
+    zeroed, NaN under ``poisoned_allocations`` (UNINIT only)."""
+
+    def run(*args):
+        outputs = module(*args)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return tuple(_fresh(o.shape, o).add_(o) for o in outputs)
+
+    return Program(run)
+
+
+_CALLS = itertools.count()  # how many calls outputs_rescaled_by_a_counter has run, kept between calls
+
+
+def outputs_rescaled_by_a_counter(module, example_args, *, dynamic_shapes):
+    """The eager module whose outputs go through ``(x * m) / m`` with m = 1 or 3 taken in turn from
+    a counter kept between calls (a rotating split's rounding): every output within a rounding
+    of the right one, but a repeated identical pass is not bitwise the first (DET only)."""
+
+    def run(*args):
+        m = (1.0, 3.0)[next(_CALLS) % 2]
+        outputs = module(*args)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return tuple(o * m / m for o in outputs)
+
+    return Program(run)

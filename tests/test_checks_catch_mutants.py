@@ -16,6 +16,11 @@ UNSEEN_KEYS = AttentionCase(2, 4, 2, 5, 13, 16, 16, causal=True, alignment="top_
 # a bool mask with a fully-masked row and a key column no query sees
 MASKED = AttentionCase(2, 4, 2, 9, 11, 16, 16, mask="bool", seed=3)
 PLAIN = AttentionCase(2, 4, 4, 6, 10, 16, 16, seed=4)
+# one key past a tile of 16, a head dim that is not a power of two, Dk != Dv
+TAIL = AttentionCase(2, 4, 2, 9, 17, 24, 40, causal=True, alignment="bottom_right", seed=5)
+CASES = (BOTTOM_RIGHT, UNSEEN_KEYS, MASKED, PLAIN, TAIL)
+# the checks that ordinary inputs drive, which the memory-condition mutants must pass
+ORDINARY = ["OUT:out", "FIN:out", "GRAD:dq", "GRAD:dk", "GRAD:dv", "FIN:grads", "LAYOUT:strided", "LAYOUT:expanded"]
 
 # (mutant, case, the check:target that must catch it, check:targets that must still pass)
 CAUGHT = [
@@ -35,6 +40,16 @@ CAUGHT = [
     (m.softmax_backward_without_centering, PLAIN, "GRAD:dq", ["OUT:out", "GRAD:dv"]),
     (m.assumes_contiguous_inputs, PLAIN, "LAYOUT:strided", ["OUT:out", "GRAD:dq"]),
     (m.assumes_contiguous_inputs, PLAIN, "LAYOUT:expanded", ["OUT:out"]),
+    # memory conditions: each mutant is right on ordinary inputs
+    (m.reads_past_the_key_tail, TAIL, "GUARD:nan", ORDINARY + ["GUARD:huge", "UNINIT:out", "DET:out"]),
+    (m.nan_skipping_max_over_the_key_tile, TAIL, "GUARD:huge", ORDINARY + ["GUARD:nan", "UNINIT:out", "DET:out"]),
+    (m.backward_reads_past_the_key_tail, TAIL, "GUARD:grads", ORDINARY + ["GUARD:nan", "UNINIT:grads", "DET:grads"]),
+    (m.fully_masked_rows_left_unwritten, MASKED, "UNINIT:out",
+     ORDINARY + ["ZERO:out", "ZERO:dq", "INV:poison", "GUARD:nan", "UNINIT:grads", "DET:out"]),
+    (m.dq_of_fully_masked_rows_left_unwritten, MASKED, "UNINIT:grads",
+     ORDINARY + ["ZERO:out", "ZERO:dq", "INV:poison", "UNINIT:out", "GUARD:grads", "DET:grads"]),
+    (m.split_order_follows_a_call_counter, TAIL, "DET:out", ORDINARY + ["GUARD:nan", "GUARD:huge", "UNINIT:out"]),
+    (m.dq_order_follows_a_call_counter, TAIL, "DET:grads", ORDINARY + ["DET:out", "GUARD:grads", "UNINIT:grads"]),
 ]
 
 ORACLES = OracleCache()
@@ -54,7 +69,7 @@ def test_check_catches_mutant(mutant, case, catching, passing):
         assert records[key].status == PASS, f"{key} was expected to pass for {mutant.__name__}: {records[key]}"
 
 
-@pytest.mark.parametrize("case", [BOTTOM_RIGHT, UNSEEN_KEYS, MASKED, PLAIN], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 @pytest.mark.parametrize("name", ["plain_attention", "sdpa_math", "sliced_attention"])
 def test_correct_variants_pass_the_mutant_cases(name, case):
     if name == "plain_attention":
@@ -69,6 +84,6 @@ def test_correct_variants_pass_the_mutant_cases(name, case):
 
 def test_every_check_target_of_the_family_has_a_mutant():
     family = get_family("attention")
-    produced = {spec.key for case in (BOTTOM_RIGHT, UNSEEN_KEYS, MASKED, PLAIN) for spec in family.checks_for(case)}
+    produced = {spec.key for case in CASES for spec in family.checks_for(case)}
     caught = {catching for _, _, catching, _ in CAUGHT}
     assert produced <= caught, f"check targets no mutant exercises: {sorted(produced - caught)}"

@@ -1,5 +1,6 @@
 """The attn-oracle command line, run as a user runs it."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ def run_cli(*args, cwd=None):
     (["run", "--variants", "no_such_variant"], "unknown variant(s) no_such_variant"),
     (["run", "--variants-from", "/nonexistent/variants.py"], "variants file /nonexistent/variants.py: no such file"),
     (["report", "/nonexistent/results"], "no results at /nonexistent/results"),
+    (["findings", "/nonexistent/results"], "no results at /nonexistent/results"),
     (["run", "--workers", "0"], "--workers must be at least 1"),
     (["run", "--seed", "3"], "--seed chooses the drawn cases: it needs --profile"),
 ])
@@ -46,15 +48,27 @@ def test_run_writes_report_and_table_then_report_rerenders(tmp_path, capsys):
 
 
 BROKEN = '''
-"""A user's kernel with the scale applied twice, and an error message with markup in it."""
+"""A user's kernel with the scale applied twice (its gradients declared a known failure), an
+error message with markup in it, and a known failure that no longer fails."""
 import torch
-from harness.registry import variant
+from harness.registry import KnownFailure, variant
 from reference import attention
 
 
-@variant("attention", "users_double_scale", dtypes=("float32",))
+@variant("attention", "users_double_scale", dtypes=("float32",), known_failures=[
+    KnownFailure("the scale is squared: confirmed, not fixed upstream", checks={"GRAD"}, versions="torch>=2.0")],
+    repro="""
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=top_left_only, scale=scale * scale, enable_gqa=q.shape[1] != k.shape[1])
+        """)
 def users_double_scale(q, k, v, *, scale, causal, window, alignment, mask, softcap):
     return attention(q, k, v, scale=scale * scale, causal=causal, window=window, alignment=alignment, mask=mask)[0]
+
+
+@variant("attention", "users_fixed_upstream", dtypes=("float32",),
+         known_failures=[KnownFailure("once wrong, fixed since", checks={"OUT"})])
+def users_fixed_upstream(q, k, v, *, scale, causal, window, alignment, mask, softcap):
+    return attention(q, k, v, scale=scale, causal=causal, window=window, alignment=alignment, mask=mask)[0]
 
 
 @variant("attention", "users_raiser", dtypes=("float32",))
@@ -63,14 +77,17 @@ def users_raiser(q, k, v, *, scale, causal, window, alignment, mask, softcap):
 '''
 
 
-def test_a_variant_file_outside_the_repository_gets_its_own_verdicts(tmp_path):
+def test_a_variant_file_outside_the_repository_gets_its_own_verdicts(tmp_path, capsys):
     path = tmp_path / "elsewhere" / "my_variants.py"
     path.parent.mkdir()
     path.write_text(textwrap.dedent(BROKEN))
     out = tmp_path / "out"
-    result = run_cli("run", "--variants-from", str(path), "--family", "attention", "--case", CASE,
-                     "--variants", "users_double_scale,users_raiser,sdpa_math", "--out", str(out), "--workers", "2", cwd=tmp_path)
+    result = run_cli("run", "--variants-from", str(path), "--family", "attention", "--case", CASE, "--variants",
+                     "users_double_scale,users_raiser,users_fixed_upstream,sdpa_math", "--out", str(out), "--workers", "2",
+                     cwd=tmp_path)
     assert result.returncode == 1, result.stderr  # a failing check fails the run
+    # strict: a declared known failure that passes is reported, and fails the run on its own
+    assert f"declared known failure did not fail, remove the declaration: users_fixed_upstream OUT on {CASE}" in result.stdout
     table = pd.read_csv(out / "results.csv")
     verdict = table.set_index(["variant", "check", "target"])["status"]
     assert verdict["users_double_scale", "OUT", "out"] == "fail"
@@ -79,6 +96,20 @@ def test_a_variant_file_outside_the_repository_gets_its_own_verdicts(tmp_path):
     html = (out / "report.html").read_text()
     assert "users_double_scale" in html and f"--variants-from {path}" in html  # the reproduce command
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+
+    # Findings: the real failures, one per bug, each with its script; the adapter's own raise is not one
+    index = json.loads((out / "findings.json").read_text())
+    found = {(f["variant"], f["check"], f["target"]): f for f in index["findings"]}
+    assert {v for v, _, _ in found} == {"users_double_scale"}
+    assert {e["variant"] for e in index["left_out"]["adapter errors"]} == {"users_raiser"}
+    assert found["users_double_scale", "OUT", "out"]["known"] == ""
+    assert found["users_double_scale", "GRAD", "dq"]["known_versions"] == "torch>=2.0"  # known, and still listed
+    script = out / "findings" / "users_double_scale-OUT-out.py"
+    assert script.is_file() and 'id="findings-section"' in html and "findings/users_double_scale-OUT-out.py" in html
+    assert main(["findings", str(out)]) == 0
+    listed = capsys.readouterr().out
+    assert f"finding(s) in {out} (3 known):" in listed and f"repro: {script}" in listed
+    assert "users_double_scale GRAD:dq mismatch  [known failure (torch>=2.0): the scale is squared" in listed
 
 
 def test_list_names_every_variant_and_why_it_cannot_run_here():
@@ -117,7 +148,10 @@ def test_shards_partition_the_cases_and_report_merges_them(tmp_path, capsys):
     for shard in ("1/2", "2/2"):
         assert main(common + ["--shard", shard, "--out", str(tmp_path / shard.replace("/", "of"))]) == 0
     first, second = (pd.read_csv(tmp_path / f"{i}of2" / "results.csv") for i in (1, 2))
-    assert set(first["case_id"]).isdisjoint(second["case_id"]) and len(set(first["case_id"]) | set(second["case_id"])) == 9
+    from cases import catalogue
+
+    shares = set(first["case_id"]) | set(second["case_id"])
+    assert set(first["case_id"]).isdisjoint(second["case_id"]) and len(shares) == len(catalogue("kv_cache"))
     assert main(["report", str(tmp_path / "1of2"), str(tmp_path / "2of2"), "--out", str(tmp_path / "merged")]) == 0
     merged = pd.read_csv(tmp_path / "merged" / "results.csv")
     assert len(merged) == len(first) + len(second) and (tmp_path / "merged" / "results.json").exists()
@@ -152,6 +186,9 @@ def test_a_folder_without_records_is_one_clear_line(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"attn-oracle: error: no records in {tmp_path}"
+    assert main(["findings", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"attn-oracle: error: no findings in {tmp_path} (attn-oracle run") and len(err.splitlines()) == 1
 
 
 def test_a_profile_adds_cases_drawn_from_the_strategies_the_same_for_a_seed(tmp_path):

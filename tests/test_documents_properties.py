@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, find, given, settings
 
 import mutants_documents as m
 from harness.families.documents import DocumentsCase
-from harness.registry import Variant, variants
+from harness.registry import Limitation, Variant, variants
 from harness.runner import OracleCache, evaluate
 from harness.strategies import documents_cases
 from harness.tolerance import ERROR, FAIL
@@ -44,7 +44,9 @@ def test_micro_sequence_variants_pass_drawn_layouts(name, case):
 
 
 def test_the_seed_002_bug_shrinks_to_a_minimal_layout():
-    mutant = Variant("documents", "non_canonical_cu_seqlens_k", m.non_canonical_cu_seqlens_k, dtypes=("float32",))
+    mutant = Variant("documents", "non_canonical_cu_seqlens_k", m.non_canonical_cu_seqlens_k, dtypes=("float32",),
+                     limitations=(Limitation("the shrinking test looks at ZERO:prefix only",
+                                             checks={"OUT", "PACK", "FIN", "GRAD", "INV", "SPLIT", "GUARD", "UNINIT", "DET"}),))
 
     def prefix_gradient_nonzero(case):
         return any(r.key == "ZERO:prefix" and r.status == FAIL for r in _keyed(evaluate(case, mutant, OracleCache(1))))

@@ -15,6 +15,9 @@ from reference.gated_delta import gated_delta_rule
 
 LONG = GatedDeltaCase(1, 37, 1, 2, 8, 12, split=20, seed=1)  # Dk != Dv, grouped heads, random h0, split
 PACKED = GatedDeltaCase(1, 20, 1, 2, 8, 12, documents=(7, 0, 1, 9), padding=3, seed=6)  # varlen with padding
+GUARD_CASE = GatedDeltaCase(2, 17, 1, 2, 24, 40, split=16, seed=8)  # one past a tile of 16; K, V not powers of two
+PACKED_ZERO_H0 = GatedDeltaCase(1, 20, 1, 2, 8, 12, documents=(7, 0, 1, 9), padding=3, initial_state=False, seed=6)
+EMPTY_CALL_ZERO_H0 = GatedDeltaCase(2, 0, 1, 2, 24, 40, initial_state=False, seed=7)
 ORACLES = OracleCache()
 
 
@@ -62,18 +65,80 @@ def test_check_catches_mutant(mutant, catching, passing):
 
 
 @pytest.mark.parametrize("case", [LONG, GatedDeltaCase(2, 5, 2, 2, 8, 8, channel_gate=True, gates="extreme", split=2, seed=2),
-                                  GatedDeltaCase(1, 9, 1, 1, 8, 8, l2norm=True, gates="zero", seed=3), PACKED], ids=lambda c: c.id)
+                                  GatedDeltaCase(1, 9, 1, 1, 8, 8, l2norm=True, gates="zero", seed=3), PACKED,
+                                  GUARD_CASE, GatedDeltaCase(1, 17, 1, 2, 24, 40, l2norm=True, scale=0.3, split=16, seed=4),
+                                  GatedDeltaCase(2, 0, 1, 2, 24, 40, seed=5),
+                                  GatedDeltaCase(1, 38, 1, 2, 24, 40, documents=(0, 16, 0, 17), padding=5, scale=0.125, seed=6)],
+                         ids=lambda c: c.id)
 def test_a_correct_differentiable_implementation_passes_every_check(case):
     records = _records(m.plain_gated_delta, case)
     assert {r.status for r in records.values()} == {PASS}, {k: r.detail for k, r in records.items() if r.status != PASS}
-    assert {"OUT", "STATE", "FIN", "GRAD"} <= {k.split(":")[0] for k in records}
+    assert {"OUT", "STATE", "FIN", "GRAD", "GUARD", "UNINIT", "DET"} <= {k.split(":")[0] for k in records}
 
 
-def test_every_check_of_the_family_has_a_mutant():
+# Memory bugs: (mutant, case, the new check that catches it, new checks it passes).
+# Every old check (OUT, STATE, FIN, GRAD, SPLIT, PACK) passes for each of them.
+OLD_CHECKS = ("OUT", "STATE", "FIN", "GRAD", "SPLIT", "PACK")
+CAUGHT_MEMORY = [
+    (m.chunk_reads_past_the_end, GUARD_CASE, "GUARD:nan", ["UNINIT:out", "UNINIT:grads", "DET:out", "DET:grads"]),
+    (m.chunk_reads_past_the_end, PACKED, "GUARD:nan", ["UNINIT:out", "DET:out"]),  # the last document reads the padding
+    (m.chunk_reads_past_the_end, GUARD_CASE, "GUARD:grads", []),
+    (m.chunk_reads_past_the_end_nan_scrubbed, GUARD_CASE, "GUARD:huge", ["GUARD:nan", "GUARD:grads", "UNINIT:out", "DET:out"]),
+    (m.chunk_reads_past_the_end_nan_scrubbed, PACKED, "GUARD:huge", ["GUARD:nan", "GUARD:grads"]),
+    (m.backward_reads_past_the_end, GUARD_CASE, "GUARD:grads", ["GUARD:nan", "GUARD:huge", "UNINIT:grads", "DET:grads"]),
+    (m.empty_call_leaves_the_state_unwritten, PACKED_ZERO_H0, "UNINIT:out", ["GUARD:nan", "GUARD:huge", "UNINIT:grads", "DET:out"]),
+    (m.empty_call_leaves_the_state_unwritten, EMPTY_CALL_ZERO_H0, "UNINIT:out", ["GUARD:nan", "DET:out"]),
+    (m.padding_gradients_left_unwritten, PACKED, "UNINIT:grads", ["UNINIT:out", "GUARD:grads", "DET:grads"]),
+    (m.output_order_depends_on_the_call_count, LONG, "DET:out", ["GUARD:nan", "UNINIT:out"]),
+    (m.gradient_accumulates_into_an_uncleared_workspace, LONG, "DET:grads", ["DET:out", "GUARD:nan", "UNINIT:out"]),
+]
+
+
+@pytest.mark.parametrize("mutant, case, catching, passing", CAUGHT_MEMORY,
+                         ids=[f"{c[0].__name__}-{c[2]}-{c[1].id}" for c in CAUGHT_MEMORY])
+def test_memory_check_catches_mutant_the_old_checks_miss(mutant, case, catching, passing):
+    m.WORKSPACES.clear()  # the uncleared workspace starts clean in every test, whatever ran before
+    records = _records(mutant, case)
+    assert records[catching].status in (FAIL, ERROR), records[catching]
+    old = [key for key in records if key.split(":")[0] in OLD_CHECKS]
+    assert old and not [records[k] for k in old + passing if records[k].status != PASS], \
+        {k: records[k].detail for k in old + passing if records[k].status != PASS}
+
+
+def test_every_check_target_of_the_family_has_a_mutant():
     family = get_family("gated_delta")
-    produced = {s.check for case in (LONG, PACKED) for s in family.checks_for(case)}
-    caught = {c[1].split(":")[0] for c in CAUGHT + CAUGHT_VARLEN}
-    assert produced <= caught | {"FIN"}  # FIN: test_fin_catches_overflow
+    produced = {s.key for case in (LONG, PACKED, GUARD_CASE) for s in family.checks_for(case)}
+    caught = {c[1] for c in CAUGHT + CAUGHT_VARLEN} | {c[2] for c in CAUGHT_MEMORY} | {"PACK:empty_documents"}
+    # FIN: test_fin_catches_overflow; PACK:empty_documents: test_pack_compares_the_variants_own_empty_document_states;
+    # GRAD and SPLIT targets a mutant of the same check catches through another target.
+    assert {k for k in produced if k.split(":")[0] not in ("FIN", "GRAD", "SPLIT")} <= caught
+    assert {k.split(":")[0] for k in produced} <= {k.split(":")[0] for k in caught} | {"FIN"}
+
+
+def test_pack_compares_the_variants_own_empty_document_states():
+    """PACK:empty_documents calls the variant with T = 0 for each empty document and
+    compares its final state, not the input's; a library that refuses T = 0 keeps its
+    PACK:documents result."""
+    def empty_call_ignores_the_initial_state(q, k, v, g, beta, *, initial_state, cu_seqlens=None, **kw):
+        if cu_seqlens is None and q.shape[1] == 0:
+            initial_state = torch.zeros_like(initial_state)
+        return m.plain_gated_delta(q, k, v, g, beta, initial_state=initial_state, cu_seqlens=cu_seqlens, **kw)
+
+    def refuses_empty_calls(q, k, v, g, beta, *, cu_seqlens=None, **kw):
+        if cu_seqlens is None and q.shape[1] == 0:
+            raise ValueError("T must be positive")
+        return m.plain_gated_delta(q, k, v, g, beta, cu_seqlens=cu_seqlens, **kw)
+
+    wrong = _records(empty_call_ignores_the_initial_state, PACKED)
+    assert wrong["PACK:empty_documents"].status == FAIL and "document 1" in wrong["PACK:empty_documents"].detail
+    assert wrong["PACK:documents"].status == PASS and wrong["STATE:final"].status == PASS
+    refusing = _records(refuses_empty_calls, PACKED)
+    assert refusing["PACK:empty_documents"].status == ERROR and refusing["PACK:documents"].status == PASS
+
+
+def test_state_names_the_document_where_it_is_worst():
+    record = _records(m.state_not_reset_between_documents, PACKED)["STATE:final"]
+    assert record.status == FAIL and "worst in document" in record.detail
 
 
 def test_fin_catches_overflow():
@@ -86,14 +151,24 @@ def test_fin_catches_overflow():
 def test_executorch_ops_agree_with_the_oracle_where_they_run():
     ran = 0
     for variant in variants("gated_delta"):
-        if variant.unavailable_reason():
+        if variant.unavailable_reason() or not variant.name.startswith("executorch"):
             continue
-        for case in (LONG, GatedDeltaCase(2, 65, 1, 1, 16, 32, channel_gate=True, split=21, seed=4)):
+        for case in (LONG, GatedDeltaCase(2, 65, 1, 1, 16, 32, channel_gate=True, split=21, seed=4), GUARD_CASE,
+                     GatedDeltaCase(2, 0, 1, 2, 24, 40, channel_gate=True, scale=0.3, seed=5)):
             records = evaluate(case, variant, ORACLES)
             assert not [r for r in records if r.status not in (PASS, UNSUPPORTED)]
             ran += sum(r.status == PASS for r in records)
     if ran == 0:
         pytest.skip("ExecuTorch is not installed here")
+
+
+def test_a_zero_length_call_returns_the_initial_state():
+    from harness.families.gated_delta import oracle
+
+    result = oracle(GatedDeltaCase(2, 0, 1, 2, 8, 12, seed=3))
+    assert result.truth["out"].shape == (2, 0, 2, 12) and result.grad_magnitude > 0
+    assert torch.equal(result.truth["state"], result.inputs["initial_state"])
+    assert torch.equal(result.truth["dinitial_state"], result.inputs["dstate"])
 
 
 def test_oracle_matches_a_hand_computed_two_token_example():
@@ -127,7 +202,8 @@ def test_oracle_equals_a_loop_over_heads_and_batch_with_grouped_heads():
 
 
 def test_case_ids_round_trip():
-    for case in (LONG, PACKED, GatedDeltaCase(2, 5, 2, 2, 8, 8, channel_gate=True, gates="extreme", initial_state=False, l2norm=True, seed=9)):
+    for case in (LONG, PACKED, GatedDeltaCase(2, 5, 2, 2, 8, 8, channel_gate=True, gates="extreme", initial_state=False, l2norm=True, seed=9),
+                 GatedDeltaCase(2, 0, 1, 2, 24, 40, scale=0.125, seed=3), GatedDeltaCase(1, 3, 1, 1, 8, 8, scale=1.0, seed=2)):
         assert case_from_id(case.id) == case
     with pytest.raises(ValueError, match="malformed gated delta case id"):
         case_from_id("b1-zz")

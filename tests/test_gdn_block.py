@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import mutants_gated_delta as m
 from harness.families import get_family
 from harness.families.gdn_block import BlockCase, case_from_id
 from harness.registry import Variant, variants
@@ -11,23 +12,11 @@ from harness.tolerance import FAIL, PASS
 from reference.gated_deltanet_block import gated_deltanet_block, short_conv
 
 CASE = BlockCase(2, 32, 2, 4, 8, 12, schedule=((0, 5), (5, 1), (6, 3), (0, 4)), seed=7)
+GUARD_CASE = BlockCase(1, 32, 1, 2, 24, 40, schedule=((0, 3), (3, 1), (4, 17)), seed=8)  # K, V not powers of two; 17 = 16 + 1
+RESET_CASE = BlockCase(2, 32, 2, 4, 8, 12, schedule=((0, 2), (2, 1), (3, 4), (0, 1), (1, 2)), seed=9)  # resets shorter than W - 1
+NO_BOUNDARY_CASE = BlockCase(2, 32, 2, 4, 8, 12, schedule=((0, 5), (5, 1), (6, 2)), seed=9)  # no call of exactly W - 1 = 3
 ORACLES = OracleCache()
-
-
-def block_steps(weights, steps, *, heads_k, heads_v, dim_k, dim_v, eps, reset=True, carry_conv=True):
-    """The reference block driven step by step in the input dtype; the knobs are bugs."""
-    batch, width = steps[0][0].shape[0], weights["conv"].shape[1]
-    conv = steps[0][0].new_zeros(batch, weights["conv"].shape[0], width - 1)
-    rec = steps[0][0].new_zeros(batch, heads_v, dim_k, dim_v)
-    out = []
-    for x, pos in steps:
-        if pos == 0 and reset:
-            conv, rec = torch.zeros_like(conv), torch.zeros_like(rec)
-        if not carry_conv:
-            conv = torch.zeros_like(conv)
-        y, conv, rec = gated_deltanet_block(x, weights, conv, rec, heads_k=heads_k, heads_v=heads_v, dim_k=dim_k, dim_v=dim_v, eps=eps)
-        out.append((y, conv, rec))
-    return out
+block_steps = m.block_steps
 
 
 def no_reset_at_position_zero(weights, steps, **kw):
@@ -38,13 +27,47 @@ def conv_state_not_carried(weights, steps, **kw):
     return block_steps(weights, steps, **kw, carry_conv=False)
 
 
-def _records(fn):
+def _records(fn, case=CASE):
     variant = Variant("gdn_block", fn.__name__, fn, dtypes=("float32", "float64"))
-    return {f"{r.check}:{r.target}": r for r in evaluate(CASE, variant, ORACLES)}
+    return {f"{r.check}:{r.target}": r for r in evaluate(case, variant, ORACLES)}
 
 
-def test_a_correct_driver_passes_every_check():
-    assert {r.status for r in _records(block_steps).values()} == {PASS}
+OLD_CHECKS = ("OUT", "STATE", "FIN")
+# (mutant, case, the new check that catches it, new checks it passes); every old check passes.
+CAUGHT_MEMORY = [
+    (m.block_reads_past_the_end, GUARD_CASE, "GUARD:nan", ["UNINIT:out", "DET:out"]),
+    (m.block_reads_past_the_end, CASE, "GUARD:nan", []),
+    (m.block_reads_past_the_end_nan_scrubbed, GUARD_CASE, "GUARD:huge", ["GUARD:nan", "UNINIT:out", "DET:out"]),
+    (m.block_conv_state_unwritten_at_reset, RESET_CASE, "UNINIT:out", ["GUARD:nan", "GUARD:huge", "DET:out"]),
+    (m.block_output_order_depends_on_the_call_count, CASE, "DET:out", ["GUARD:nan", "UNINIT:out"]),
+]
+
+
+@pytest.mark.parametrize("mutant, case, catching, passing", CAUGHT_MEMORY,
+                         ids=[f"{c[0].__name__}-{c[2]}-{c[1].id}" for c in CAUGHT_MEMORY])
+def test_memory_check_catches_mutant_the_old_checks_miss(mutant, case, catching, passing):
+    records = _records(mutant, case)
+    assert records[catching].status == FAIL, records[catching]
+    keys = [k for k in records if k.split(":")[0] in OLD_CHECKS] + passing
+    assert not [k for k in keys if records[k].status != PASS], {k: records[k].detail for k in keys if records[k].status != PASS}
+
+
+def test_a_call_exactly_as_long_as_the_conv_state_is_where_a_boundary_bug_shows():
+    # the catalogue's boundary schedule: calls of exactly W - 1 = 3 tokens at positions 0 and 4, and after the reset
+    boundary = BlockCase(2, 32, 1, 2, 24, 40, schedule=((0, 3), (3, 1), (4, 3), (7, 4), (11, 1), (0, 3), (3, 2)), seed=10)
+    caught = _records(m.block_conv_state_kept_when_the_call_fills_it, boundary)["STATE:conv"]
+    assert caught.status == FAIL and caught.detail in [f"worst after call {i} (input_pos {p})" for i, p in ((0, 0), (2, 4), (5, 0))], caught
+    assert {r.status for r in _records(m.block_conv_state_kept_when_the_call_fills_it, NO_BOUNDARY_CASE).values()} == {PASS}
+
+
+@pytest.mark.parametrize("case", [CASE, GUARD_CASE, RESET_CASE,
+                                  BlockCase(1, 32, 1, 2, 16, 24, schedule=((0, 4), (4, 0), (4, 1), (0, 0), (0, 2)), seed=15),
+                                  BlockCase(2, 32, 1, 2, 16, 24, schedule=((0, 1), (1, 1), (2, 2)), width=2, seed=13)],
+                         ids=lambda c: c.id)
+def test_a_correct_driver_passes_every_check(case):
+    records = _records(block_steps, case)
+    assert {r.status for r in records.values()} == {PASS}, {k: r.detail for k, r in records.items() if r.status != PASS}
+    assert {"GUARD", "UNINIT", "DET"} <= {k.split(":")[0] for k in records}
 
 
 @pytest.mark.parametrize("mutant, catching", [
@@ -64,7 +87,9 @@ def test_a_conv_state_that_keeps_the_oldest_inputs_is_caught_by_state():
 
 
 def test_every_check_of_the_family_has_a_mutant_here():
-    assert {s.check for s in get_family("gdn_block").checks_for(CASE)} <= {"OUT", "STATE", "FIN"}
+    produced = {s.key for s in get_family("gdn_block").checks_for(CASE)}
+    assert {k for k in produced if k.split(":")[0] not in OLD_CHECKS} <= {c[2] for c in CAUGHT_MEMORY}
+    assert {k.split(":")[0] for k in produced} <= {"OUT", "STATE", "FIN", "GUARD", "UNINIT", "DET"}
     def nan_out(weights, steps, **kw):
         return [(y * float("nan"), c, r) for y, c, r in block_steps(weights, steps, **kw)]
     assert _records(nan_out)["FIN:out"].status == FAIL

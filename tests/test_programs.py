@@ -71,6 +71,10 @@ def test_torch_program_forms_pass_the_seed_000_case(name):
     (m.unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate", "MEM:peak_live"], ["EXPORT:calls"]),
     (m.eager_unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate", "MEM:peak_live"], ["EXPORT:calls"]),
     (m.sliced_but_keeps_every_slice, SLICED, ["MEM:peak_live"], ["EXPORT:calls", "MEM:largest_intermediate"]),
+    (m.outputs_accumulated_into_unzeroed_buffers, GDN, ["UNINIT:out"], ["EXPORT:calls", "DET:out"]),
+    (m.outputs_accumulated_into_unzeroed_buffers, SLICED, ["UNINIT:out"],
+     ["EXPORT:calls", "DET:out", "MEM:largest_intermediate"]),
+    (m.outputs_rescaled_by_a_counter, GDN, ["DET:out"], ["EXPORT:calls", "UNINIT:out"]),
 ])
 def test_program_checks_catch_their_mutants(mutant, case, catching, passing):
     records = _records(mutant, case)
@@ -98,7 +102,19 @@ def test_the_narrowed_lowering_also_refuses_the_declared_max():
 
 def test_every_program_check_is_exercised_here():
     checks = {s.check for case in (SEED_000, GDN, SLICED) for s in get_family("programs").checks_for(case)}
-    assert checks == {"EXPORT", "BOUNDS", "MEM"}
+    assert checks == {"EXPORT", "BOUNDS", "MEM", "UNINIT", "DET"}
+
+
+def test_uninit_compares_the_second_pass_with_the_modules_own_second_pass():
+    """The peer's KV cache keeps the slots of the first pass: a second pass from a fresh state
+    would differ in the returned caches, the module's own second pass does not."""
+    pytest.importorskip("executorch.examples.models.llama.attention")
+    case = ProgramCase("executorch_attention_mha", calls=(0, 4, 8, 12, 0), seed=0)
+    oracle = ORACLES.get(case)
+    assert not torch.equal(oracle.truth[0], oracle.again[0]) and torch.equal(oracle.truth[3], oracle.again[3])  # 3: full
+    (variant,) = variants("programs", ["export_module"])
+    records = {f"{r.check}:{r.target}": r for r in evaluate(case, variant, ORACLES)}
+    assert records["UNINIT:out"].status == PASS and records["DET:out"].status == PASS, records
 
 
 def test_case_ids_round_trip_and_bad_cases_are_named():
@@ -158,6 +174,8 @@ def test_a_case_whose_module_cannot_be_built_here_is_unsupported_with_the_reason
                                              requires=("a_package_that_is_not_installed",)))
     case = ProgramCase("needs_a_missing_package", calls=(0, 4, 8))
     (variant,) = variants("programs", ["export_module"])
-    (record,) = evaluate(case, variant, ORACLES)
-    assert record.status == "unsupported"
-    assert "cannot import a_package_that_is_not_installed" in record.detail, record.detail
+    records = evaluate(case, variant, ORACLES)
+    assert [r.check for r in records] == ["EXPORT", "UNINIT", "DET"]
+    for record in records:
+        assert record.status == "unsupported"
+        assert "cannot import a_package_that_is_not_installed" in record.detail, record.detail

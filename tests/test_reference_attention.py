@@ -382,6 +382,31 @@ def test_gradcheck_out_with_fully_masked_row():
     assert torch.autograd.gradcheck(lambda q, k, v: attention(q, k, v, causal=True)[0], (q, k, v))
 
 
+@pytest.mark.parametrize("len_q, len_k", [(0, 5), (3, 0), (0, 0)])
+def test_zero_length_calls(len_q, len_k):
+    """No queries: an empty output; no keys: every row is empty, output and gradients exactly 0."""
+    q = randn(2, 4, len_q, 6, seed=70).requires_grad_()
+    k, v = randn(2, 2, len_k, 6, seed=71).requires_grad_(), randn(2, 2, len_k, 3, seed=72).requires_grad_()
+    out, lse = attention(q, k, v, causal=True, scale=0.3)
+    assert out.shape == (2, 4, len_q, 3) and lse.shape == (2, 4, len_q)
+    assert bool((out == 0).all()) and bool(torch.isneginf(lse).all())
+    out.sum().backward()
+    assert all(bool((t.grad == 0).all()) and t.grad.shape == t.shape for t in (q, k, v))
+    if len_q:  # the naive loops build their output from rows
+        naive, _ = naive_attention(q.detach(), k.detach(), v.detach(), causal=True, scale=0.3)
+        assert torch.equal(naive, out.detach())
+
+
+@pytest.mark.parametrize("head_dim, head_dim_v", [(24, 40), (100, 48), (136, 136)])
+def test_head_dims_that_are_not_powers_of_two(head_dim, head_dim_v):
+    q, k, v = randn(1, 2, 17, head_dim, seed=73), randn(1, 1, 33, head_dim, seed=74), randn(1, 1, 33, head_dim_v, seed=75)
+    got, _ = attention(q, k, v, causal=True, scale=0.125)
+    mask = torch.ones(17, 33, dtype=torch.bool).tril(33 - 17)
+    want = F.scaled_dot_product_attention(q, k.expand(1, 2, 33, head_dim), v.expand(1, 2, 33, head_dim_v), attn_mask=mask,
+                                          scale=0.125)
+    assert torch.allclose(got, want, atol=TOL, rtol=0)
+
+
 # --------------------------------------------------------------------------------------
 # Argument errors
 # --------------------------------------------------------------------------------------

@@ -103,3 +103,56 @@ def test_rerendering_saved_records_uses_their_context_and_imports_no_torch(tmp_p
     html = (tmp_path / "out" / "report.html").read_text()
     assert "the run&#39;s" in html and "attn-oracle run --family attention" in html and "re-rendered by" in html
     assert not (tmp_path / "out" / CONTEXT_FILE).exists()
+
+
+def _findings_index() -> dict:
+    common = dict(family="documents", check="OUT", target="out", kind="mismatch", checks=["OUT:out"], status="fail", known_records=0,
+                  records=3, cases=2, case_id="docs3_0_4-m5-h2x1-d8v8-f32-s0", size=42, dtype="float32", error=2.0,
+                  threshold=1.0, margin=-1.0, worst_index="(0, 1)", reproduce="attn-oracle run --family documents",
+                  case_params={"documents": [3, 0, 4], "slack": 2, "boundaries": [5]})
+    return {"findings": [
+        dict(common, variant=HOSTILE, origin="user file /x/" + HOSTILE, known="", known_versions="", case="docs " + HOSTILE,
+             detail="detail " + HOSTILE, script="findings/x.py", no_script="", script_text="print('" + HOSTILE + "')"),
+        dict(common, variant="executorch_op", origin="built-in", known="confirmed upstream " + HOSTILE,
+             known_versions="executorch==1.5.1", known_records=3, case="docs", detail="", script="",
+             no_script="no repro script for the programs family yet", script_text=""),
+    ], "left_out": {"mutant records": 4, "unregistered variants": [],
+                    "adapter errors": [{"variant": "r", "check": "OUT:out", "detail": "ValueError: " + HOSTILE}]}}
+
+
+def test_the_findings_section_lists_each_bug_with_its_script_escaped():
+    from harness.report import render_html
+
+    html = render_html(_frame(), {}, findings=_findings_index())
+    section = html[html.index('id="findings-section"'):html.index('id="failures-section"')]
+    assert "Findings (2, 1 known)" in section and "<script>alert" not in section
+    assert section.count("&lt;script&gt;alert(1)&lt;/script&gt;&amp;") >= 5  # variant, origin, case, detail, script text
+    assert 'href="findings/x.py"' in section and "<details><summary>the script</summary><pre>print(" in section
+    assert "known failure (executorch==1.5.1): confirmed upstream" in section
+    assert "no repro script: no repro script for the programs family yet" in section
+    assert "4 failing record(s) of the harness's own mutants" in section and "ValueError: &lt;script&gt;" in section
+    assert section.count('class="layout"') == 2  # the smallest case's layout drawn
+    assert "No findings index came with these records" in render_html(_frame(), {})
+
+
+def test_rerendering_merged_runs_merges_their_findings_and_copies_the_scripts(tmp_path):
+    from harness import records
+    from harness.cli import main
+
+    index = _findings_index()
+    for n, name in enumerate(("one", "two")):
+        run = tmp_path / name
+        (run / "findings").mkdir(parents=True)
+        records.save_csv(_frame(), run / "results.csv")
+        shard = [dict(f, records=1, known_records=int(bool(f["known"])), size=f["size"] + n,
+                      case_id=f"{f['case_id']}-{name}") for f in index["findings"]]
+        for f in shard:
+            f.pop("script_text")
+        (run / "findings.json").write_text(json.dumps({"findings": shard, "left_out": index["left_out"]}))
+        (run / "findings" / "x.py").write_text(f"# attn-oracle finding: from {name}\n")
+    assert main(["report", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "findings.json").read_text())
+    assert [(f["records"], f["case_id"].rsplit("-", 1)[1]) for f in merged["findings"]] == [(2, "one"), (2, "one")]
+    assert (tmp_path / "merged" / "findings" / "x.py").read_text() == "# attn-oracle finding: from one\n"
+    html = (tmp_path / "merged" / "report.html").read_text()
+    assert "Findings (2, 1 known)" in html and "# attn-oracle finding: from one" in html

@@ -6,6 +6,7 @@ synthetic set of records and checks what a person would see:
   details, case text, the command and the environment hold markup and script
   (every such string must reach the page as text, never as HTML);
 - those strings are shown verbatim as visible text;
+- the findings list each bug, a known one marked, and a script opens as text;
 - typing into the failures filter shows exactly the matching rows, header kept;
 - clicking a column header sorts the rows, numerically where the cells are
   numbers (``-inf``, ``1.23e+03``), ascending then descending;
@@ -158,6 +159,19 @@ LIMITATIONS = [
 ]
 
 
+SCRIPT_TEXT = "# attn-oracle finding: " + V_SCRIPT + "\nprint('" + XSS_IMG + "')\n"
+FINDING = dict(family="documents", check="INV", target="other_document", kind="mismatch", checks=["INV:other_document"],
+               status="fail",
+               known_records=0, records=1, cases=1, case_id=DOC_CASE, case_params=DOC_PARAMS, size=9, dtype="float32",
+               error=3.0, threshold=1.0, margin=-2.0, worst_index="(0, 1)", reproduce="attn-oracle run --family documents")
+FINDINGS = {"findings": [
+    dict(FINDING, variant=V_SCRIPT, origin="user file /x/" + XSS_ATTR, known="", known_versions="", case="docs " + AMP,
+         detail="leak " + XSS_IMG, script="findings/flash.py", no_script="", script_text=SCRIPT_TEXT),
+    dict(FINDING, variant=V_DOC, origin="built-in", known="declared: " + AMP, known_versions="torch>=2.0", known_records=1,
+         case="docs", detail="", script="", no_script="no repro snippet " + XSS_SCRIPT, script_text=""),
+], "left_out": {"mutant records": 2, "unregistered variants": [], "adapter errors": []}}
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     from harness import report as report_module
@@ -168,7 +182,7 @@ def report(tmp_path_factory) -> Path:
                "command": "attn-oracle run --variants '" + V_IMG + "'",
                "hypothesis": {"profile": "ci (max_examples=15)", "seed": "3 (given)"},
                "limitations": LIMITATIONS, "regressions": [REGRESSION]}
-    html = report_module.render_html(synthetic_frame(), context)
+    html = report_module.render_html(synthetic_frame(), context, findings=FINDINGS)
     path = tmp_path_factory.mktemp("report") / "report.html"
     path.write_text(html, encoding="utf-8")
     return path
@@ -448,4 +462,23 @@ def test_the_margins_table_filters_and_shows_the_run_context(page):
     _wait(page, lambda d: shown() == ["chunked"], f"margins filtered: {shown()}")
     text = page.find_element(By.ID, "environment").find_element(By.XPATH, "following-sibling::table").text
     assert "hypothesis profile ci (max_examples=15)" in text and "hypothesis seed 3 (given)" in text
+    assert _severe(page) == []
+
+
+def test_findings_list_each_bug_and_open_its_script_as_text(page):
+    from selenium.webdriver.common.by import By
+
+    rows = page.find_elements(By.CSS_SELECTOR, "#findings tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text.splitlines()[0] for r in rows] == [V_SCRIPT, V_DOC]
+    assert "known failure (torch>=2.0): declared: " + AMP in rows[1].text and "known" in rows[1].get_attribute("class")
+    assert "no repro script: no repro snippet " + XSS_SCRIPT in rows[1].text
+    link = rows[0].find_element(By.CSS_SELECTOR, "a")
+    assert link.get_attribute("href").endswith("/findings/flash.py") and link.text == "findings/flash.py"
+    script = rows[0].find_element(By.TAG_NAME, "pre")
+    assert not script.is_displayed()
+    rows[0].find_element(By.TAG_NAME, "summary").click()
+    _wait(page, lambda d: script.is_displayed(), "the script opens")
+    assert script.text == SCRIPT_TEXT.strip()  # shown verbatim, markup as text
+    assert rows[0].find_element(By.CSS_SELECTOR, "svg.layout").size["width"] > 0
+    _assert_no_dialog(page)
     assert _severe(page) == []

@@ -16,10 +16,24 @@ Adapter contract (all tensors on the variant's device, in the case dtype)::
 
 See ``reference.attention`` for the exact semantics, including the GQA head mapping
 and the rule that a fully-masked row gives exactly 0.
+
+Checks (README's table): OUT, GRAD, FIN, ZERO, INV, LAYOUT, and the memory checks of
+``harness.memory_checks``:
+
+* GUARD:nan / GUARD:huge: q, k, v and an additive mask handed over as contiguous views at
+  the head of an allocation whose tail holds NaN / a huge finite value; the output must
+  match the oracle. GUARD:grads: the same with NaN tails, leaves and the upstream
+  gradient guarded; one record for dq, dk, dv (the first failing, else the closest).
+* UNINIT:out / UNINIT:grads: the call and its backward under ``poisoned_allocations``
+  (every fresh allocation NaN): the output, fully-masked rows included, and every
+  gradient finite and right.
+* DET:out / DET:grads: the ordinary call, a second identical call and a call under
+  ``filled_allocations(DET_FILL)`` give bitwise the same output and gradients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import asdict, dataclass
@@ -29,7 +43,8 @@ import torch
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
 from harness.gradients import gradients
-from harness.tolerance import Comparison, all_finite, compare, exact_zero
+from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
+from harness.tolerance import ERROR, FAIL, Comparison, all_finite, compare, exact_zero
 from reference.attention import attention, visibility
 
 _ALIGN_TOKENS = {"bottom_right": "br", "top_left": "tl"}
@@ -39,6 +54,8 @@ _ALIGN_TOKENS = {"bottom_right": "br", "top_left": "tl"}
 # weight, and 0 * NaN is NaN in every dense implementation (SDPA math and flash on
 # CPU included). NaN-filled scratch belongs to the KV-cache family's unused slots.
 POISON_KEY, POISON_VALUE = 100.0, 1.0e4
+DET_FILL = 1.0e4  # what filled_allocations writes into fresh memory for DET's third call
+GRAD_NAMES = ("dq", "dk", "dv")
 
 
 @dataclass(frozen=True)
@@ -63,8 +80,10 @@ class AttentionCase:
 
     def __post_init__(self):
         problems = []
-        if min(self.batch, self.heads_q, self.heads_kv, self.len_q, self.len_k, self.head_dim, self.head_dim_v) < 1:
-            problems.append("every size must be at least 1")
+        if min(self.batch, self.heads_q, self.heads_kv, self.head_dim, self.head_dim_v) < 1:
+            problems.append("batch, heads and head dims must be at least 1")
+        if min(self.len_q, self.len_k) < 0:  # 0 is a zero-length call: no queries, or no keys (every row empty)
+            problems.append("lengths must be at least 0")
         if self.heads_q % self.heads_kv:
             problems.append(f"heads_q={self.heads_q} is not a multiple of heads_kv={self.heads_kv}")
         if self.dtype not in TORCH_DTYPES:
@@ -202,6 +221,7 @@ def case_features(case: AttentionCase) -> frozenset[str]:
                      ("custom_scale", case.scale is not None), ("gqa", case.heads_q != case.heads_kv),
                      ("dk!=dv", case.head_dim != case.head_dim_v), ("lq!=lk", case.len_q != case.len_k),
                      ("lq>lk", case.len_q > case.len_k), ("decode", case.len_q == 1),
+                     ("no_queries", case.len_q == 0), ("no_keys", case.len_k == 0),
                      ("fully_masked_rows", not bool(vis.any(-1).all()))):
         if on:
             features.add(name)
@@ -226,7 +246,7 @@ class AttentionOracle:
     @property
     def grad_magnitude(self) -> float:
         """Scale of the backward computation: the largest |gradient| of q, k or v."""
-        return max(float(g.abs().max()) for g in self.grads.values())
+        return max([float(g.abs().max()) for g in self.grads.values() if g.numel()] + [0.0])
 
 
 def _reference_with_grads(case, inputs, dtype):
@@ -253,7 +273,8 @@ def oracle(case: AttentionCase) -> AttentionOracle:
     vis = _visible(case, inputs["mask"])
     seen = _seen_keys(case, vis)
     dim = _expand_dim(case)
-    expanded = dict(inputs, k=_expanded(inputs["k"], dim).contiguous(), v=_expanded(inputs["v"], dim).contiguous())
+    expanded = dict(inputs, k=_expanded(inputs["k"], dim).contiguous(), v=_expanded(inputs["v"], dim).contiguous()) \
+        if case.len_k else dict(inputs)
     mask = inputs["mask"]
     expanded_out, _ = attention(expanded["q"], expanded["k"], expanded["v"], **_kwargs(case, mask))
     low_mask = mask if mask is None or mask.dtype == torch.bool else mask.to(dtype)
@@ -267,13 +288,34 @@ def oracle(case: AttentionCase) -> AttentionOracle:
 def checks_for(case: AttentionCase) -> list[CheckSpec]:
     specs = [CheckSpec("OUT", "out"), CheckSpec("FIN", "out"), CheckSpec("FIN", "grads", True)]
     specs += [CheckSpec("GRAD", t, True) for t in ("dq", "dk", "dv")]
-    specs += [CheckSpec("LAYOUT", "strided"), CheckSpec("LAYOUT", "expanded")]
+    specs.append(CheckSpec("LAYOUT", "strided"))
+    if case.len_k:  # k and v along a stride-0 dim need one slice to repeat
+        specs.append(CheckSpec("LAYOUT", "expanded"))
     features = case_features(case)
     if "fully_masked_rows" in features:
         specs += [CheckSpec("ZERO", "out"), CheckSpec("ZERO", "dq", True)]
     if _has_unseen_keys(case):
         specs += [CheckSpec("ZERO", "dk", True), CheckSpec("ZERO", "dv", True), CheckSpec("INV", "poison")]
-    return specs
+    return specs + MEMORY_SPECS
+
+
+# GUARD, UNINIT and DET apply to every case (fully-masked rows, where a case has them,
+# are part of the output UNINIT compares).
+MEMORY_SPECS = [CheckSpec("GUARD", "nan"), CheckSpec("GUARD", "huge"), CheckSpec("GUARD", "grads", True),
+                CheckSpec("UNINIT", "out"), CheckSpec("UNINIT", "grads", True),
+                CheckSpec("DET", "out"), CheckSpec("DET", "grads", True)]
+
+
+def one_of_gradients(check: str, comparisons: dict[str, Comparison]) -> Comparison:
+    """One record for several gradients: the first that fails, else the one with the
+    smallest margin; its name leads the detail."""
+    name, chosen = next(((n, c) for n, c in comparisons.items() if c.status in (FAIL, ERROR)), (None, None))
+    if chosen is None:
+        name, chosen = min(comparisons.items(), key=lambda item: item[1].margin)
+        text = f"{name} has the smallest margin of {', '.join(comparisons)}"
+    else:
+        text = f"{name}: {chosen.detail}" if chosen.detail else f"{name} fails"
+    return Comparison(**{**chosen.__dict__, "check": check, "target": "grads", "detail": text})
 
 
 def _seen_keys(case: AttentionCase, vis: torch.Tensor) -> torch.Tensor:
@@ -304,27 +346,51 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
     dtype = TORCH_DTYPES[case.dtype]
     inputs = oracle.inputs
     results: dict[str, Comparison] = {}
+    ordinary: dict = {}  # the base run's output and gradients, DET's first run
 
     def on_device(x):
         if x is None:
             return None
         return x.to(device=device, dtype=dtype if x.dtype.is_floating_point else x.dtype, copy=True)
 
-    def call(q, k, v):
-        out = fn(q, k, v, **_kwargs(case, on_device(inputs["mask"])))
+    def call(q, k, v, mask):
+        out = fn(q, k, v, **_kwargs(case, mask))
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
         return out
 
-    def guarded(specs, body):
-        run_guarded(results, wanted, specs, body)
+    def forward(need_grad: bool, fill: str | None = None):
+        """One call on fresh copies of the inputs; with ``fill`` every floating input is a
+        guarded view (a leaf's allocation is the autograd leaf)."""
+        def hand_over(x, leaf=False):
+            x = on_device(x)
+            if x is None:
+                return None
+            if fill and x.dtype.is_floating_point and x.numel():  # guarded() refuses an empty view
+                return guarded(x, fill, requires_grad=leaf)
+            return x.requires_grad_(leaf)
+
+        given = {n: hand_over(inputs[n], need_grad) for n in ("q", "k", "v")}
+        return given, call(given["q"], given["k"], given["v"], hand_over(inputs["mask"]))
+
+    def backward(given, out, fill: str | None = None) -> dict[str, torch.Tensor]:
+        """dq, dk, dv for the case's upstream gradient (guarded too with ``fill``)."""
+        dout = on_device(inputs["dout"])
+        dout = guarded(dout, fill) if fill and dout.numel() else dout
+        leaves = {n: t if t._base is None else t._base for n, t in given.items()}
+        grads = gradients([out], [dout], leaves)
+        return {f"d{n}": grads[f"d{n}"].reshape(-1)[:t.numel()].view(t.shape) for n, t in given.items()}
+
+    def grad_comparisons(check, grads):
+        return {n: compare(check, "grads", grads[n], oracle.grads[n], oracle.base_grads[n], dtype,
+                           magnitude=oracle.grad_magnitude, policy="GRAD") for n in GRAD_NAMES}
 
     def base_run(specs):
         need_grad = any(s.backward for s in specs)
-        leaves = {n: on_device(inputs[n]).requires_grad_(need_grad) for n in ("q", "k", "v")}
-        out = call(leaves["q"], leaves["k"], leaves["v"])
-        grads = gradients([out], [on_device(inputs["dout"])], leaves) if need_grad else {}
+        given, out = forward(need_grad)
+        grads = backward(given, out) if need_grad else {}
         out = out.detach().cpu()
+        ordinary.update(need_grad=need_grad, out=out, **grads)
         for spec in specs:
             if spec.key == "OUT:out":
                 result = compare("OUT", "out", out, oracle.out, oracle.base_out, dtype)
@@ -343,11 +409,49 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
                 result = exact_zero("ZERO", spec.target, grads[spec.target], oracle.unseen_keys)
             results[spec.key] = result
 
+    def guard_run(specs):
+        """GUARD:nan with GUARD:grads from the same NaN-guarded call, or GUARD:huge."""
+        fill = "huge" if specs[0].target == "huge" else "nan"
+        need_grad = any(s.backward for s in specs)
+        given, out = forward(need_grad, fill)
+        if fill in {s.target for s in specs}:
+            results[f"GUARD:{fill}"] = compare("GUARD", fill, out.detach().cpu(), oracle.out, oracle.base_out, dtype)
+        if need_grad:
+            results["GUARD:grads"] = one_of_gradients("GUARD", grad_comparisons("GUARD", backward(given, out, fill)))
+
+    def uninit_run(specs):
+        need_grad = any(s.backward for s in specs)
+        with poisoned_allocations():
+            given, out = forward(need_grad)
+        if "UNINIT:out" in {s.key for s in specs}:
+            results["UNINIT:out"] = compare("UNINIT", "out", out.detach().cpu(), oracle.out, oracle.base_out, dtype)
+        if need_grad:
+            with poisoned_allocations():
+                grads = backward(given, out)
+            results["UNINIT:grads"] = one_of_gradients("UNINIT", grad_comparisons("UNINIT", grads))
+
+    def det_run(specs):
+        # The same call as the ordinary run (with or without gradients), twice more.
+        need_grad = ordinary.get("need_grad", False) or any(s.backward for s in specs)
+
+        def again(context):
+            with context:
+                given, out = forward(need_grad)
+                grads = backward(given, out) if need_grad else {}
+            return {"out": out.detach().cpu(), **grads}
+
+        first = ordinary if ordinary and ordinary["need_grad"] == need_grad else again(contextlib.nullcontext())
+        runs = {"the ordinary call": first, "a second identical call": again(contextlib.nullcontext()),
+                f"a call under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        for spec in specs:
+            names = ("out",) if spec.target == "out" else GRAD_NAMES
+            results[spec.key] = bitwise_equal("DET", spec.target, {k: {n: r[n] for n in names} for k, r in runs.items()})
+
     def invariance_run(specs):
         for spec in specs:
             k = _poisoned(on_device(inputs["k"]), oracle.unseen_keys.to(device), POISON_KEY)
             v = _poisoned(on_device(inputs["v"]), oracle.unseen_keys.to(device), POISON_VALUE)
-            out = call(on_device(inputs["q"]), k, v).detach().cpu()
+            out = call(on_device(inputs["q"]), k, v, on_device(inputs["mask"])).detach().cpu()
             results[spec.key] = compare("INV", spec.target, out, oracle.out, oracle.base_out, dtype)
 
     def layout_run(specs):
@@ -360,16 +464,22 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
                 q = on_device(inputs["q"])
                 k, v = (_expanded(on_device(inputs[n]), dim) for n in ("k", "v"))
                 expected, baseline = oracle.expanded_out, oracle.expanded_base_out
-            out = call(q, k, v).detach().cpu()
+            out = call(q, k, v, on_device(inputs["mask"])).detach().cpu()
             results[spec.key] = compare("LAYOUT", spec.target, out, expected, baseline, dtype)
 
-    base_specs = [s for s in wanted if s.check in ("OUT", "FIN", "GRAD", "ZERO")]
-    guarded(base_specs, base_run)
+    def checked(specs, body):
+        run_guarded(results, wanted, specs, body)
+
+    checked([s for s in wanted if s.check in ("OUT", "FIN", "GRAD", "ZERO")], base_run)
     for spec in wanted:
         if spec.check == "INV":
-            guarded([spec], invariance_run)
+            checked([spec], invariance_run)
         elif spec.check == "LAYOUT":
-            guarded([spec], layout_run)
+            checked([spec], layout_run)
+    checked([s for s in wanted if s.key in ("GUARD:nan", "GUARD:grads")], guard_run)
+    checked([s for s in wanted if s.key == "GUARD:huge"], guard_run)
+    checked([s for s in wanted if s.check == "UNINIT"], uninit_run)
+    checked([s for s in wanted if s.check == "DET"], det_run)
     return results
 
 

@@ -10,6 +10,7 @@ Adapter contract (tensors on the variant's device, in the case dtype)::
              order on one fresh (zero) cache
     returns  after each call: out [B, n, H, D] (attention over the whole cache, no
              mask) and copies of the caches k_cache, v_cache [B, H, S, D]
+    scale    the softmax scale: 1 / sqrt(D) unless the case sets one (``sc0.3``)
 
 The first call fills the cache from its encoder states; later calls must neither
 recompute nor change it, whatever encoder states they are given.
@@ -17,20 +18,31 @@ recompute nor change it, whatever encoder states they are given.
 Checks: OUT (every call), STATE (the caches after every call), REUSE (the caches after
 every later call are bitwise those after the first; later calls handed NaN encoder
 states still give the oracle's outputs: nothing recomputes from them), ALIAS (no input
-is mutated), FIN. Forward only.
+is mutated), FIN; GUARD:nan (the weights, every call's q and encoder states handed over
+as ``harness.memory_checks.guarded`` views with NaN just past their ends: outputs and
+caches of every call still match the oracle), UNINIT:out (the calls run under
+``poisoned_allocations``: outputs and caches finite and right), DET:out (the plain run, a
+second identical one and one under ``filled_allocations(1e4)`` bitwise identical). The
+caches live inside the variant (no buffer is handed over), so there is no GUARD:buffers.
+Forward only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
-from harness.steps import compare_calls, exact_calls
+from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
+from harness.steps import compare_calls, exact_calls, worst
 from harness.tolerance import Comparison, all_finite
 from reference.kv_cache import cross_attention_steps
+
+DET_FILL = 1e4  # what DET's third run finds in every fresh allocation
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,7 @@ class CrossCase:
     schedule: tuple[int, ...]  # decoder tokens per call
     dtype: str = "float32"
     seed: int = 0
+    scale: float | None = None  # None: 1 / sqrt(head_dim)
 
     family = "cross_cache"
 
@@ -53,19 +66,28 @@ class CrossCase:
             problems.append("every size must be at least 1")
         if not self.schedule or min(self.schedule) < 1:
             problems.append(f"schedule {self.schedule} needs at least one call, each of at least 1 token")
+        if self.scale is not None and not math.isfinite(self.scale):
+            problems.append(f"scale {self.scale} is not finite")
         if self.dtype not in TORCH_DTYPES:
             problems.append(f"dtype {self.dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
         if problems:
             raise ValueError("invalid cross cache case: " + "; ".join(problems))
 
     @property
+    def resolved_scale(self) -> float:
+        return self.head_dim ** -0.5 if self.scale is None else self.scale
+
+    @property
     def id(self) -> str:
+        scale = f"-sc{self.scale:g}" if self.scale is not None else ""
         return (f"xc-b{self.batch}-h{self.heads}-d{self.head_dim}-e{self.encoder_len}x{self.encoder_dim}"
-                f"-n{'_'.join(map(str, self.schedule))}-{DTYPE_TOKENS[self.dtype]}-s{self.seed}")
+                f"-n{'_'.join(map(str, self.schedule))}{scale}-{DTYPE_TOKENS[self.dtype]}-s{self.seed}")
 
     def describe(self) -> str:
-        return (f"cross-attention cache: B={self.batch}, H={self.heads}, D={self.head_dim}, encoder {self.encoder_len} "
-                f"states of width {self.encoder_dim}; decoder calls of {list(self.schedule)} token(s); {self.dtype}, seed {self.seed}")
+        scale = f", scale {self.scale:g}" if self.scale is not None else ""
+        return (f"cross-attention cache: B={self.batch}, H={self.heads}, D={self.head_dim}{scale}, encoder "
+                f"{self.encoder_len} states of width {self.encoder_dim}; decoder calls of {list(self.schedule)} "
+                f"token(s); {self.dtype}, seed {self.seed}")
 
     def params(self) -> dict:
         return asdict(self)
@@ -85,6 +107,8 @@ def case_from_id(text: str) -> CrossCase:
                 fields["encoder_len"], fields["encoder_dim"] = (int(x) for x in token[1:].split("x"))
             elif token[:1] == "n":
                 fields["schedule"] = tuple(int(x) for x in token[1:].split("_"))
+            elif token.startswith("sc"):
+                fields["scale"] = float(token[2:])
             elif token[:1] in ("b", "h", "d", "s") and token[1:].isdigit():
                 fields[{"b": "batch", "h": "heads", "d": "head_dim", "s": "seed"}[token[0]]] = int(token[1:])
             else:
@@ -95,8 +119,12 @@ def case_from_id(text: str) -> CrossCase:
 
 
 def case_features(case: CrossCase) -> frozenset[str]:
-    features = {"multi_token_call"} if max(case.schedule) > 1 else set()
-    return frozenset(features | ({"reuse_call"} if len(case.schedule) > 1 else set()))
+    features = {f"head_dim:{case.head_dim}"}
+    for name, on in (("multi_token_call", max(case.schedule) > 1), ("reuse_call", len(case.schedule) > 1),
+                     ("custom_scale", case.scale is not None), ("batch_rows", case.batch > 1)):
+        if on:
+            features.add(name)
+    return frozenset(features)
 
 
 def make_inputs(case: CrossCase) -> dict:
@@ -117,7 +145,7 @@ def make_inputs(case: CrossCase) -> dict:
 
 
 def _shape_kwargs(case):
-    return dict(heads=case.heads, head_dim=case.head_dim, scale=case.head_dim ** -0.5)
+    return dict(heads=case.heads, head_dim=case.head_dim, scale=case.resolved_scale)
 
 
 @dataclass
@@ -140,32 +168,47 @@ def checks_for(case: CrossCase) -> list[CheckSpec]:
     specs = [CheckSpec("OUT", "steps"), CheckSpec("STATE", "k_cache"), CheckSpec("STATE", "v_cache")]
     if len(case.schedule) > 1:
         specs += [CheckSpec("REUSE", "cache"), CheckSpec("REUSE", "poisoned_encoder")]
-    return specs + [CheckSpec("ALIAS", "inputs"), CheckSpec("FIN", "out")]
+    return specs + [CheckSpec("ALIAS", "inputs"), CheckSpec("FIN", "out"), CheckSpec("GUARD", "nan"),
+                    CheckSpec("UNINIT", "out"), CheckSpec("DET", "out")]
 
 
 def run(case: CrossCase, fn, device: str, oracle: CrossOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
     dtype = TORCH_DTYPES[case.dtype]
     results: dict[str, Comparison] = {}
+    ordinary: list = []  # the plain run's results, reused as DET's first
 
     def describe(call):
         return f"call {call} ({case.schedule[call]} token(s))"
 
-    def run_calls(poison_later: bool):
-        weights = {n: w.to(device=device, dtype=dtype, copy=True) for n, w in oracle.inputs["weights"].items()}
-        steps = [(q.to(device=device, dtype=dtype, copy=True),
-                  torch.full_like(e, float("nan"), dtype=dtype, device=device) if poison_later and i
-                  else e.to(device=device, dtype=dtype, copy=True))
+    def run_calls(nan_later: bool = False, guard: str | None = None, context=None):
+        """The calls on fresh copies of the inputs (later encoder states NaN with ``nan_later``,
+        every input a guarded view with ``guard``), the adapter inside ``context`` when given."""
+        def handed(t):
+            return guarded(t, guard) if guard else t
+
+        weights = {n: handed(w.to(device=device, dtype=dtype, copy=True)) for n, w in oracle.inputs["weights"].items()}
+        steps = [(handed(q.to(device=device, dtype=dtype, copy=True)),
+                  torch.full_like(e, float("nan"), dtype=dtype, device=device) if nan_later and i
+                  else handed(e.to(device=device, dtype=dtype, copy=True)))
                  for i, (q, e) in enumerate(oracle.inputs["steps"])]
         kept = [t.clone() for t in weights.values()] + [t.clone() for step in steps for t in step]
-        got = fn(weights, steps, **_shape_kwargs(case))
+        with context or contextlib.nullcontext():
+            got = fn(weights, steps, **_shape_kwargs(case))
         if len(got) != len(steps):
             raise ValueError(f"the adapter returned {len(got)} call results for {len(steps)} calls")
         after = list(weights.values()) + [t for step in steps for t in step]
         unchanged = all(torch.equal(a, b) or (a.isnan().all() and b.isnan().all()) for a, b in zip(after, kept))
         return [tuple(t.detach().to(dtype).cpu() for t in r) for r in got], unchanged
 
+    def against_oracle(check, target, got):
+        """Outputs and both caches of every call vs the oracle (the worst of them)."""
+        return worst({what: compare_calls(check, target, [g[i] for g in got], [t[i] for t in oracle.truth],
+                                          [b[i] for b in oracle.baseline], dtype, describe, dim=1 if i == 0 else 0)
+                      for i, what in enumerate(("out", "k_cache", "v_cache"))})
+
     def plain(specs):
-        got, unchanged = run_calls(poison_later=False)
+        got, unchanged = run_calls()
+        ordinary.append(got)
         for spec in specs:
             if spec.check in ("OUT", "STATE"):
                 i = {"steps": 0, "k_cache": 1, "v_cache": 2}[spec.target]
@@ -182,14 +225,34 @@ def run(case: CrossCase, fn, device: str, oracle: CrossOracle, wanted: list[Chec
                 r = all_finite("FIN", "out", {f"out of call {c}": g[0] for c, g in enumerate(got)})
             results[spec.key] = r
 
-    def poisoned(specs):
-        got, _ = run_calls(poison_later=True)
+    def nan_encoder(specs):
+        got, _ = run_calls(nan_later=True)
         results["REUSE:poisoned_encoder"] = compare_calls(
             "REUSE", "poisoned_encoder", [g[0] for g in got[1:]], [t[0] for t in oracle.truth[1:]],
             [b[0] for b in oracle.baseline[1:]], dtype, lambda c: describe(c + 1))
 
-    run_guarded(results, wanted, [s for s in wanted if s.key != "REUSE:poisoned_encoder"], plain)
-    run_guarded(results, wanted, [s for s in wanted if s.key == "REUSE:poisoned_encoder"], poisoned)
+    def guarded_inputs(specs):
+        results["GUARD:nan"] = against_oracle("GUARD", "nan", run_calls(guard="nan")[0])
+
+    def poisoned(specs):
+        results["UNINIT:out"] = against_oracle("UNINIT", "out", run_calls(context=poisoned_allocations())[0])
+
+    def repeated(specs):
+        if not ordinary and "OUT:steps" in results:  # the plain run raised: DET has no first run
+            raise RuntimeError(f"the plain run raised ({results['OUT:steps'].detail})")
+        runs = {"the plain run": ordinary[0] if ordinary else run_calls()[0], "a second identical run": run_calls()[0],
+                f"a run with every fresh allocation filled with {DET_FILL:g}":
+                    run_calls(context=filled_allocations(DET_FILL))[0]}
+        results["DET:out"] = bitwise_equal("DET", "out", {name: {f"{what} of call {c}": t for c, call in enumerate(got)
+                                                                for what, t in zip(("out", "k_cache", "v_cache"), call)}
+                                                         for name, got in runs.items()})
+
+    run_guarded(results, wanted, [s for s in wanted if s.check in ("OUT", "STATE", "ALIAS", "FIN")
+                                  or s.key == "REUSE:cache"], plain)
+    run_guarded(results, wanted, [s for s in wanted if s.key == "REUSE:poisoned_encoder"], nan_encoder)
+    run_guarded(results, wanted, [s for s in wanted if s.check == "GUARD"], guarded_inputs)
+    run_guarded(results, wanted, [s for s in wanted if s.check == "UNINIT"], poisoned)
+    run_guarded(results, wanted, [s for s in wanted if s.check == "DET"], repeated)
     return results
 
 

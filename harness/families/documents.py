@@ -19,11 +19,23 @@ Gradients of slack rows and of the dropped prefix must be exactly 0. The case
 describes the whole packed sequence and its micro-sequence boundaries; the step
 under test is the last micro-sequence (``DocumentsCase.step``). SPLIT runs every
 micro-sequence through the variant with the K/V buffer growing as a view of one
-buffer and compares with one call over the whole sequence.
+buffer and compares with one call over the whole sequence. ``scale`` is 1/sqrt(D)
+unless the case sets one (id token ``sc0.3``).
+
+Memory checks (``harness.memory_checks``), on the step under test: GUARD:nan /
+GUARD:huge (q, k, v handed over as contiguous views at the head of an allocation whose
+tail holds NaN / a huge value; the document rows of the output vs the oracle),
+GUARD:grads (the NaN-guarded call's dq, dk, dv with a guarded upstream gradient; one
+record), UNINIT:out / UNINIT:grads (the call and its backward under
+``poisoned_allocations``: document rows of the output and the whole gradients, slack
+and dropped-prefix rows included, finite and right), DET:out / DET:grads (the ordinary
+call, a repeat and a call under ``filled_allocations``: document rows and gradients
+bitwise the same). Slack output rows stay outside every comparison.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import asdict, dataclass
@@ -33,7 +45,9 @@ import torch
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
 from harness.gradients import gradients
+from harness.families.attention import DET_FILL, GRAD_NAMES, one_of_gradients
 from harness.layouts import DocumentLayout, MicroStep
+from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
 from harness.tolerance import FAIL, Comparison, all_finite, compare, exact_zero
 from reference.attention import attention
 from reference.documents import document_attention
@@ -52,6 +66,7 @@ class DocumentsCase:
     boundaries: tuple[int, ...] = ()
     dtype: str = "float32"
     causal: bool = True
+    scale: float | None = None  # None: 1/sqrt(head_dim)
     seed: int = 0
 
     family = "documents"
@@ -84,8 +99,14 @@ class DocumentsCase:
         parts += [f"h{self.heads_q}x{self.heads_kv}", f"d{self.head_dim}v{self.head_dim_v}", DTYPE_TOKENS[self.dtype]]
         if not self.causal:
             parts.append("full")
+        if self.scale is not None:
+            parts.append(f"sc{self.scale:g}")
         parts.append(f"s{self.seed}")
         return "-".join(parts)
+
+    @property
+    def resolved_scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim) if self.scale is None else self.scale
 
     def drawing(self) -> str:
         """The layout in one line: a letter per token and document, '.' for slack, '|' between micro-sequences."""
@@ -100,7 +121,8 @@ class DocumentsCase:
         return (f"layout {self.drawing()}: documents {list(self.documents)}, slack {self.slack}, micro-sequences start at {[0, *self.boundaries]}; "
                 f"step under test: queries [{step.start}, {step.end}), past {step.sequence_k_past}, "
                 f"first_document_begin {step.first_document_begin}; Hq={self.heads_q}, Hkv={self.heads_kv}, "
-                f"D={self.head_dim}, Dv={self.head_dim_v}, {self.dtype}, {'causal' if self.causal else 'non-causal'}, seed {self.seed}")
+                f"D={self.head_dim}, Dv={self.head_dim_v}, {self.dtype}, {'causal' if self.causal else 'non-causal'}"
+                + (f", scale {self.scale:g}" if self.scale is not None else "") + f", seed {self.seed}")
 
     def params(self) -> dict:
         return asdict(self)
@@ -117,6 +139,8 @@ def case_from_id(text: str) -> DocumentsCase:
                 fields["dtype"] = dtypes[token]
             elif token == "full":
                 fields["causal"] = False
+            elif token.startswith("sc"):
+                fields["scale"] = float(token[2:])
             elif token[:1] == "t" and token[1:].isdigit():
                 fields["slack"] = int(token[1:])
             elif token[:1] == "m":
@@ -141,7 +165,8 @@ def case_features(case: DocumentsCase) -> frozenset[str]:
     for name, on in (("causal", case.causal), ("non_causal", not case.causal), ("gqa", case.heads_q != case.heads_kv),
                      ("dk!=dv", case.head_dim != case.head_dim_v), ("past", step.sequence_k_past > 0),
                      ("dropped_prefix", step.first_document_begin > 0), ("slack", case.slack > 0),
-                     ("empty_document", 0 in case.documents), ("micro_sequences", bool(case.boundaries))):
+                     ("empty_document", 0 in case.documents), ("micro_sequences", bool(case.boundaries)),
+                     ("custom_scale", case.scale is not None), ("no_documents", step.query_slack_begin == 0)):
         if on:
             features.add(name)
     return frozenset(features)
@@ -165,7 +190,7 @@ def make_inputs(case: DocumentsCase) -> dict[str, torch.Tensor]:
 def _step_kwargs(case: DocumentsCase, step: MicroStep, device="cpu") -> dict:
     return dict(cu_seqlens_q=step.cu_seqlens_q.to(device), cu_seqlens_k=step.cu_seqlens_k.to(device),
                 max_seqlen_q=max(step.doc_query_lengths, default=0), max_seqlen_k=max(step.doc_key_lengths, default=0),
-                first_document_begin=step.first_document_begin, scale=1.0 / math.sqrt(case.head_dim), causal=case.causal)
+                first_document_begin=step.first_document_begin, scale=case.resolved_scale, causal=case.causal)
 
 
 def _reference(case, step, q, k, v, dout, dtype):
@@ -206,7 +231,7 @@ def _per_document(case: DocumentsCase, step: MicroStep, q, k, v, dtype) -> torch
     for _, rows, keys in step.document_slices():
         if rows.stop > rows.start:
             heads_first = [x.to(dtype).transpose(0, 1)[None] for x in (q[rows], k[keys], v[keys])]
-            o, _ = attention(*heads_first, causal=case.causal, alignment="bottom_right")
+            o, _ = attention(*heads_first, scale=case.resolved_scale, causal=case.causal, alignment="bottom_right")
             out[rows] = o[0].transpose(0, 1)
     return out
 
@@ -241,7 +266,14 @@ def checks_for(case: DocumentsCase) -> list[CheckSpec]:
         specs.append(CheckSpec("INV", "other_document"))
     if len(case.layout.steps()) > 1 and case.causal:  # without causality a split sees fewer keys
         specs += [CheckSpec("SPLIT", t, t != "out") for t in ("out", "dq", "dk", "dv")]
-    return specs
+    return specs + MEMORY_SPECS
+
+
+# Every case: the slack, dropped-prefix and empty-document rows of a case are in the
+# gradients UNINIT and DET compare.
+MEMORY_SPECS = [CheckSpec("GUARD", "nan"), CheckSpec("GUARD", "huge"), CheckSpec("GUARD", "grads", True),
+                CheckSpec("UNINIT", "out"), CheckSpec("UNINIT", "grads", True),
+                CheckSpec("DET", "out"), CheckSpec("DET", "grads", True)]
 
 
 def _document_rows(step: MicroStep) -> slice:
@@ -265,6 +297,8 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
     docs = _document_rows(step)
     results: dict[str, Comparison] = {}
 
+    ordinary: dict = {}  # the base run's output and gradients, DET's first run
+
     def on_device(t, grad=False):
         return t.to(device=device, dtype=dtype, copy=True).requires_grad_(grad)
 
@@ -274,18 +308,40 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
             raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
         return out
 
-    def guarded(specs, body):
-        run_guarded(results, wanted, specs, body)
+    def forward(need_grad: bool, fill: str | None = None):
+        """The step on fresh copies of q, k, v; with ``fill`` each is a guarded view (its
+        allocation the autograd leaf)."""
+        def hand_over(t):
+            t = on_device(t)
+            return guarded(t, fill, requires_grad=need_grad) if fill else t.requires_grad_(need_grad)
+
+        given = {"q": hand_over(x["q"][step.start:]), "k": hand_over(x["k"]), "v": hand_over(x["v"])}
+        return given, call(step, given["q"], given["k"], given["v"])
+
+    def backward(given, out, fill: str | None = None) -> dict[str, torch.Tensor]:
+        dout = on_device(x["dout"][step.start:])
+        dout = guarded(dout, fill) if fill else dout
+        grads = gradients([out], [dout], {n: t if t._base is None else t._base for n, t in given.items()})
+        return {f"d{n}": grads[f"d{n}"].reshape(-1)[:t.numel()].view(t.shape) for n, t in given.items()}
+
+    def grad_comparisons(check, grads):
+        found = {n: compare(check, "grads", grads[n], oracle.step_grads[n], oracle.step_base_grads[n], dtype,
+                            magnitude=oracle.grad_magnitude, policy="GRAD") for n in GRAD_NAMES}
+        return {**found, "dq": _worst_document(step, found["dq"])}
+
+    def out_comparison(check, target, out):
+        return _worst_document(step, compare(check, target, out.detach().cpu()[docs], oracle.step_out[docs],
+                                             oracle.step_base_out[docs], dtype))
 
     def base_run(specs):
         need_grad = any(s.backward for s in specs)
-        q, k, v = on_device(x["q"][step.start:], need_grad), on_device(x["k"], need_grad), on_device(x["v"], need_grad)
-        out = call(step, q, k, v)
-        grads = gradients([out], [on_device(x["dout"][step.start:])], dict(q=q, k=k, v=v)) if need_grad else {}
+        given, out = forward(need_grad)
+        grads = backward(given, out) if need_grad else {}
         out = out.detach().cpu()
+        ordinary.update(need_grad=need_grad, out=out[docs], **grads)
         for spec in specs:
             if spec.key == "OUT:out":
-                r = _worst_document(step, compare("OUT", "out", out[docs], oracle.step_out[docs], oracle.step_base_out[docs], dtype))
+                r = out_comparison("OUT", "out", out)
             elif spec.key == "PACK:documents":
                 r = _worst_document(step, compare("PACK", "documents", out[docs], oracle.pack_out[docs], oracle.pack_base_out[docs], dtype))
             elif spec.key == "FIN:out":
@@ -307,6 +363,44 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
                 if r.status != FAIL:
                     r = _zero_both("slack", grads, k_slack)
             results[spec.key] = r
+
+    def guard_run(specs):
+        """GUARD:nan with GUARD:grads from the same NaN-guarded call, or GUARD:huge."""
+        fill = "huge" if specs[0].target == "huge" else "nan"
+        need_grad = any(s.backward for s in specs)
+        given, out = forward(need_grad, fill)
+        if fill in {s.target for s in specs}:
+            results[f"GUARD:{fill}"] = out_comparison("GUARD", fill, out)
+        if need_grad:
+            results["GUARD:grads"] = one_of_gradients("GUARD", grad_comparisons("GUARD", backward(given, out, fill)))
+
+    def uninit_run(specs):
+        need_grad = any(s.backward for s in specs)
+        with poisoned_allocations():
+            given, out = forward(need_grad)
+        if "UNINIT:out" in {s.key for s in specs}:
+            results["UNINIT:out"] = out_comparison("UNINIT", "out", out)
+        if need_grad:
+            with poisoned_allocations():
+                grads = backward(given, out)
+            results["UNINIT:grads"] = one_of_gradients("UNINIT", grad_comparisons("UNINIT", grads))
+
+    def det_run(specs):
+        # The same call as the ordinary run (with or without gradients), twice more.
+        need_grad = ordinary.get("need_grad", False) or any(s.backward for s in specs)
+
+        def again(context):
+            with context:
+                given, out = forward(need_grad)
+                grads = backward(given, out) if need_grad else {}
+            return {"out": out.detach().cpu()[docs], **grads}
+
+        first = ordinary if ordinary and ordinary["need_grad"] == need_grad else again(contextlib.nullcontext())
+        runs = {"the ordinary call": first, "a second identical call": again(contextlib.nullcontext()),
+                f"a call under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        for spec in specs:
+            names = ("out",) if spec.target == "out" else GRAD_NAMES
+            results[spec.key] = bitwise_equal("DET", spec.target, {k: {n: r[n] for n in names} for k, r in runs.items()})
 
     def invariance_run(specs):
         for spec in specs:
@@ -352,11 +446,18 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
                             oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
             results[spec.key] = r
 
-    guarded([s for s in wanted if s.check in ("OUT", "PACK", "FIN", "GRAD", "ZERO")], base_run)
+    def checked(specs, body):
+        run_guarded(results, wanted, specs, body)
+
+    checked([s for s in wanted if s.check in ("OUT", "PACK", "FIN", "GRAD", "ZERO")], base_run)
     for spec in wanted:
         if spec.check == "INV":
-            guarded([spec], invariance_run)
-    guarded([s for s in wanted if s.check == "SPLIT"], split_run)
+            checked([spec], invariance_run)
+    checked([s for s in wanted if s.check == "SPLIT"], split_run)
+    checked([s for s in wanted if s.key in ("GUARD:nan", "GUARD:grads")], guard_run)
+    checked([s for s in wanted if s.key == "GUARD:huge"], guard_run)
+    checked([s for s in wanted if s.check == "UNINIT"], uninit_run)
+    checked([s for s in wanted if s.check == "DET"], det_run)
     return results
 
 

@@ -13,13 +13,33 @@ Adapter contract (tensors on the variant's device, in the case dtype)::
                 past cu_seqlens[-1] are padding that must not update any state
 
 Decay is applied before the update; see the oracle's docstring for the equation.
-Checks: OUT, STATE (final state), FIN, GRAD (q, k, v, g, beta, initial_state, through
-a loss on both outputs), SPLIT (the first tokens, then the rest from the carried
-state == one call).
+``scale`` is the case's (1/sqrt(K) unless it sets one, id token ``sc0.3``). T = 0 (a
+zero-length call) is a valid call: out [B, 0, HV, V] and the initial state returned.
+
+Checks: OUT, STATE (final state: every batch row, or every document of a packed row,
+empty ones included), FIN, GRAD (q, k, v, g, beta, initial_state, through a loss on
+both outputs), SPLIT (the first tokens, then the rest from the carried state == one
+call; token-by-token calls), PACK (each document alone, without cu_seqlens, == the
+packed truth: ``documents`` for the non-empty ones, ``empty_documents`` a zero-length
+call for each empty one, so a library that cannot take T = 0 keeps its other PACK
+result), and the memory checks of ``harness.memory_checks``:
+
+* GUARD:nan / GUARD:huge: q, k, v, g, beta and the initial state handed over as
+  contiguous views at the head of an allocation whose tail holds NaN / a huge finite
+  value; out (padding rows aside) and the final state must match the oracle.
+  GUARD:grads: the NaN-guarded call differentiated, the leaves and both upstream
+  gradients guarded; one record for the six gradients (the first failing, else the closest).
+* UNINIT:out / UNINIT:grads: the call and its backward under ``poisoned_allocations``
+  (every fresh allocation NaN): out, every final state (empty documents' and
+  zero-length calls' included) and every gradient (padding tokens': exactly the 0 the
+  contract defines) finite and right.
+* DET:out / DET:grads: the ordinary call, a second identical call and a call under
+  ``filled_allocations(DET_FILL)`` give bitwise the same out, final state and gradients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -28,12 +48,16 @@ import torch
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
 from harness.gradients import gradients
-from harness.tolerance import Comparison, all_finite, compare
+from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
+from harness.steps import worst
+from harness.tolerance import FAIL, Comparison, all_finite, compare
 from reference.gated_delta import chunked_gated_delta_rule, gated_delta_rule
 
 # g = 0; logsigmoid(N(2, 1)); -(20 + 30 exp(N(0, 1))); the constants -5 and -28
 GATES = ("zero", "mild", "extreme", "minus5", "minus28")
 INPUTS = ("q", "k", "v", "g", "beta", "initial_state")
+GRADS = tuple(f"d{n}" for n in INPUTS)
+DET_FILL = 1.0e4  # what filled_allocations writes into fresh memory for DET's third call
 # Above this length the oracle uses the chunked twin (per-head gates only), which
 # tests/test_gated_delta.py holds to the per-token recurrence; below it, the recurrence.
 CHUNKED_ORACLE_FROM = 256
@@ -56,6 +80,7 @@ class GatedDeltaCase:
     padding: int = 0  # tokens after the last document
     dtype: str = "float32"
     seed: int = 0
+    scale: float | None = None  # None: 1/sqrt(dim_k)
 
     family = "gated_delta"
 
@@ -91,14 +116,21 @@ class GatedDeltaCase:
             parts.append("docs" + "_".join(map(str, self.documents)))
         if self.padding:
             parts.append(f"pad{self.padding}")
+        if self.scale is not None:
+            parts.append(f"sc{self.scale:g}")
         return "-".join(parts + [f"s{self.seed}"])
+
+    @property
+    def resolved_scale(self) -> float:
+        return 1.0 / math.sqrt(self.dim_k) if self.scale is None else self.scale
 
     def describe(self) -> str:
         return (f"B={self.batch}, T={self.length}, H={self.heads_k}, HV={self.heads_v}, K={self.dim_k}, V={self.dim_v}, "
                 f"{'per-channel' if self.channel_gate else 'per-head'} {self.gates} gates, "
                 f"{'random' if self.initial_state else 'zero'} initial state{', in-kernel L2 norm' if self.l2norm else ''}"
                 f"{f', split into calls of {self.split}' if self.split else ''}"
-                f"{f', documents {list(self.documents)} + {self.padding} padding' if self.documents else ''}, {self.dtype}, seed {self.seed}")
+                f"{f', documents {list(self.documents)} + {self.padding} padding' if self.documents else ''}"
+                f"{f', scale {self.scale:g}' if self.scale is not None else ''}, {self.dtype}, seed {self.seed}")
 
     def params(self) -> dict:
         return asdict(self)
@@ -127,6 +159,8 @@ def case_from_id(text: str) -> GatedDeltaCase:
                 fields["documents"] = tuple(int(n) for n in token[4:].split("_"))
             elif token.startswith("pad"):
                 fields["padding"] = int(token[3:])
+            elif token.startswith("sc"):
+                fields["scale"] = float(token[2:])
             elif token[:1] == "h":
                 fields["heads_k"], fields["heads_v"] = (int(x) for x in token[1:].split("x"))
             elif token[:1] == "k" and "v" in token:
@@ -145,7 +179,9 @@ def case_features(case: GatedDeltaCase) -> frozenset[str]:
     features = {f"gates:{case.gates}", "channel_gate" if case.channel_gate else "head_gate"}
     for name, on in (("grouped_heads", case.heads_v != case.heads_k), ("dk!=dv", case.dim_k != case.dim_v),
                      ("initial_state", case.initial_state), ("l2norm", case.l2norm), ("split", bool(case.split)),
-                     ("varlen", bool(case.documents)), ("padding", bool(case.padding))):
+                     ("varlen", bool(case.documents)), ("padding", bool(case.padding)),
+                     ("custom_scale", case.scale is not None), ("empty_call", case.length == 0 and not case.documents),
+                     ("empty_document", 0 in case.documents)):
         if on:
             features.add(name)
     return frozenset(features)
@@ -190,7 +226,7 @@ def _cu_seqlens(case, device="cpu"):
 
 
 def _kwargs(case, device="cpu"):
-    return dict(scale=1.0 / math.sqrt(case.dim_k), use_qk_l2norm=case.l2norm, cu_seqlens=_cu_seqlens(case, device))
+    return dict(scale=case.resolved_scale, use_qk_l2norm=case.l2norm, cu_seqlens=_cu_seqlens(case, device))
 
 
 def _reference(case, x, dtype, grads=True):
@@ -212,7 +248,7 @@ class GatedDeltaOracle:
 
     @property
     def grad_magnitude(self) -> float:
-        return max(float(self.truth[f"d{n}"].abs().max()) for n in INPUTS)
+        return max((float(self.truth[n].abs().max()) for n in GRADS if self.truth[n].numel()), default=0.0)
 
 
 def oracle(case: GatedDeltaCase) -> GatedDeltaOracle:
@@ -222,53 +258,148 @@ def oracle(case: GatedDeltaCase) -> GatedDeltaOracle:
 
 def checks_for(case: GatedDeltaCase) -> list[CheckSpec]:
     specs = [CheckSpec("OUT", "out"), CheckSpec("STATE", "final"), CheckSpec("FIN", "out"), CheckSpec("FIN", "grads", True)]
-    specs += [CheckSpec("GRAD", f"d{n}", True) for n in INPUTS]
+    specs += [CheckSpec("GRAD", n, True) for n in GRADS]
     if case.split:
         specs += [CheckSpec("SPLIT", "out"), CheckSpec("SPLIT", "state")]
     if not case.documents and 1 < case.length <= 128:  # token-by-token prefill (seed 001's sequential fallback)
         specs += [CheckSpec("SPLIT", "tokens_out"), CheckSpec("SPLIT", "tokens_state")]
-    if case.documents:
+    if any(case.documents):
         specs.append(CheckSpec("PACK", "documents"))
-    return specs
+    if 0 in case.documents:
+        specs.append(CheckSpec("PACK", "empty_documents"))
+    return specs + MEMORY_SPECS
+
+
+# GUARD, UNINIT and DET apply to every case; UNINIT reaches empty documents, padding
+# gradients and zero-length calls in the cases that have them.
+MEMORY_SPECS = [CheckSpec("GUARD", "nan"), CheckSpec("GUARD", "huge"), CheckSpec("GUARD", "grads", True),
+                CheckSpec("UNINIT", "out"), CheckSpec("UNINIT", "grads", True),
+                CheckSpec("DET", "out"), CheckSpec("DET", "grads", True)]
+
+
+def _bounds(case) -> list[int]:
+    return [0, *torch.tensor(case.documents, dtype=torch.long).cumsum(0).tolist()]
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """A copy with the default strides: a size-1 dim may carry any stride (transformers'
+    chunked backward leaves dg of a one-token call with stride 64), which bitwise_equal's
+    byte view refuses."""
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def _where_state(case, r: Comparison) -> Comparison:
+    """Name the document (varlen) or batch row where a final state is worst."""
+    if not r.worst_index:
+        return r
+    where = f"worst in {'document' if case.documents else 'batch row'} {r.worst_index[0]}"
+    return Comparison(**{**r.__dict__, "detail": "; ".join(t for t in (r.detail, where) if t)})
 
 
 def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Comparison]:
     dtype = TORCH_DTYPES[case.dtype]
     x, truth, base = oracle.inputs, oracle.truth, oracle.baseline
     results: dict[str, Comparison] = {}
+    ordinary: dict = {}  # the base run's out, state and gradients: DET's first run
+    rows = slice(0, case.length - case.padding)  # padding outputs are not compared
 
-    def call(inputs):
+    def on_device(t):
+        return t.to(device=device, dtype=dtype, copy=True)
+
+    def call(inputs, **overrides):
         result = fn(inputs["q"], inputs["k"], inputs["v"], inputs["g"], inputs["beta"],
-                    initial_state=inputs["initial_state"], **_kwargs(case, device))
+                    initial_state=inputs["initial_state"], **{**_kwargs(case, device), **overrides})
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError("the adapter must return (out, final_state)")
         return result
 
-    def guarded(specs, body):
-        run_guarded(results, wanted, specs, body)
+    def forward(need_grad: bool, fill: str | None = None):
+        """One call on fresh copies of the inputs; with ``fill`` every input is a guarded
+        view (with gradients, its allocation is the autograd leaf)."""
+        def hand_over(t):
+            if fill and t.numel():  # guarded() takes no zero-element tensor (its view has no data pointer)
+                return guarded(t, fill, requires_grad=need_grad)
+            return t.requires_grad_(need_grad)
+
+        given = {n: hand_over(on_device(x[n])) for n in INPUTS}
+        out, state = call(given)
+        return given, out, state
+
+    def backward(given, out, state, fill: str | None = None) -> dict[str, torch.Tensor]:
+        """The six gradients for the case's upstream gradients (guarded too with ``fill``)."""
+        upstreams = [on_device(x["dout"]), on_device(x["dstate"])]
+        upstreams = [guarded(u, fill) if fill and u.numel() else u for u in upstreams]
+        leaves = {n: t if t._base is None else t._base for n, t in given.items()}
+        grads = gradients([out, state], upstreams, leaves)
+        return {f"d{n}": grads[f"d{n}"].reshape(-1)[:t.numel()].view(t.shape) for n, t in given.items()}
+
+    def results_of(out, state) -> dict[str, torch.Tensor]:
+        return {"out": out.detach().cpu()[:, rows], "final_state": state.detach().cpu()}
+
+    def outputs_compared(check, target, got) -> Comparison:
+        return worst({"out": compare(check, target, got["out"], truth["out"][:, rows], base["out"][:, rows], dtype),
+                      "final_state": _where_state(case, compare(check, target, got["final_state"], truth["state"], base["state"], dtype))})
+
+    def grads_compared(check, grads) -> Comparison:
+        return worst({n: compare(check, "grads", grads[n], truth[n], base[n], dtype, magnitude=oracle.grad_magnitude,
+                                 policy="GRAD") for n in GRADS})
 
     def base_run(specs):
         need_grad = any(s.backward for s in specs)
-        leaves = {n: x[n].to(device=device, dtype=dtype, copy=True).requires_grad_(need_grad) for n in INPUTS}
-        out, state = call(leaves)
-        grads = {}
-        if need_grad:
-            upstreams = [x["dout"].to(device=device, dtype=dtype), x["dstate"].to(device=device, dtype=dtype)]
-            grads = gradients([out, state], upstreams, leaves)
-        out, state = out.detach().cpu(), state.detach().cpu()
-        rows = slice(0, case.length - case.padding)  # padding outputs are not compared
+        given, out, state = forward(need_grad)
+        grads = backward(given, out, state) if need_grad else {}
+        got = results_of(out, state)
+        ordinary.update(need_grad=need_grad, **got, **grads)
         for s in specs:
             if s.key == "OUT:out":
-                r = compare("OUT", "out", out[:, rows], truth["out"][:, rows], base["out"][:, rows], dtype)
+                r = compare("OUT", "out", got["out"], truth["out"][:, rows], base["out"][:, rows], dtype)
             elif s.key == "STATE:final":
-                r = compare("STATE", "final", state, truth["state"], base["state"], dtype)
+                r = _where_state(case, compare("STATE", "final", got["final_state"], truth["state"], base["state"], dtype))
             elif s.key == "FIN:out":
-                r = all_finite("FIN", "out", {"out": out[:, rows], "final_state": state})
+                r = all_finite("FIN", "out", got)
             elif s.key == "FIN:grads":
                 r = all_finite("FIN", "grads", grads)
             else:
                 r = compare("GRAD", s.target, grads[s.target], truth[s.target], base[s.target], dtype, magnitude=oracle.grad_magnitude)
             results[s.key] = r
+
+    def guard_run(specs):
+        """GUARD:nan with GUARD:grads from the same NaN-guarded call, or GUARD:huge."""
+        fill = "huge" if specs[0].target == "huge" else "nan"
+        need_grad = any(s.backward for s in specs)
+        given, out, state = forward(need_grad, fill)
+        if fill in {s.target for s in specs}:
+            results[f"GUARD:{fill}"] = outputs_compared("GUARD", fill, results_of(out, state))
+        if need_grad:
+            results["GUARD:grads"] = grads_compared("GUARD", backward(given, out, state, fill))
+
+    def uninit_run(specs):
+        need_grad = any(s.backward for s in specs)
+        with poisoned_allocations():
+            given, out, state = forward(need_grad)
+        if "UNINIT:out" in {s.key for s in specs}:
+            results["UNINIT:out"] = outputs_compared("UNINIT", "out", results_of(out, state))
+        if need_grad:
+            with poisoned_allocations():
+                grads = backward(given, out, state)
+            results["UNINIT:grads"] = grads_compared("UNINIT", grads)
+
+    def det_run(specs):
+        # The same call as the ordinary run (with or without gradients), twice more.
+        need_grad = ordinary.get("need_grad", False) or any(s.backward for s in specs)
+
+        def again(context):
+            with context:
+                given, out, state = forward(need_grad)
+                grads = backward(given, out, state) if need_grad else {}
+            return {**results_of(out, state), **grads}
+
+        first = ordinary if ordinary and ordinary["need_grad"] == need_grad else again(contextlib.nullcontext())
+        runs = {"the ordinary call": first, "a second identical call": again(contextlib.nullcontext()),
+                f"a call under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        for s in specs:
+            names = ("out", "final_state") if s.target == "out" else GRADS
+            results[s.key] = bitwise_equal("DET", s.target, {k: {n: _dense(r[n]) for n in names} for k, r in runs.items()})
 
     def chained(inputs, cuts):
         """Calls over [cuts[i], cuts[i+1]) with the state carried; returns out and the last state."""
@@ -280,7 +411,7 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
         return torch.cat(outs, dim=1).detach().cpu(), state.detach().cpu()
 
     def split_run(specs):
-        inputs = {n: x[n].to(device=device, dtype=dtype, copy=True) for n in INPUTS}
+        inputs = {n: on_device(x[n]) for n in INPUTS}
         runs = {}
         if any(s.target in ("out", "state") for s in specs):
             runs[""] = chained(inputs, [*range(0, case.length, case.split), case.length])
@@ -295,31 +426,46 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
                 results[s.key] = compare("SPLIT", s.target, state, truth["state"], base["state"], dtype)
 
     def pack_run(specs):
-        """Each document alone (no cu_seqlens, batch 1) == the varlen truth."""
-        inputs = {n: x[n].to(device=device, dtype=dtype, copy=True) for n in INPUTS}
-        bounds = [0, *torch.tensor(case.documents).cumsum(0).tolist()]
+        """Each document alone (no cu_seqlens, batch 1, its own initial state) == the packed
+        truth: ``documents`` the non-empty ones, ``empty_documents`` a zero-length call each."""
+        (spec,) = specs
+        inputs = {n: on_device(x[n]) for n in INPUTS}
+        bounds = _bounds(case)
+        chosen = [i for i, n in enumerate(case.documents) if (n == 0) == (spec.target == "empty_documents")]
         outs, states = [], []
-        for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
-            if end == start:
-                states.append(inputs["initial_state"][i:i + 1].cpu())
-                continue
-            part = {n: (t[:, start:end] if n != "initial_state" else t[i:i + 1]) for n, t in inputs.items()}
-            out, state = fn(part["q"], part["k"], part["v"], part["g"], part["beta"], initial_state=part["initial_state"],
-                            **dict(_kwargs(case, device), cu_seqlens=None))
+        for i in chosen:
+            part = {n: (t[:, bounds[i]:bounds[i + 1]] if n != "initial_state" else t[i:i + 1]) for n, t in inputs.items()}
+            out, state = call(part, cu_seqlens=None)
             outs.append(out.detach().cpu())
             states.append(state.detach().cpu())
-        rows = slice(0, bounds[-1])
-        packed = torch.cat(outs, dim=1) if outs else truth["out"][:, rows]
-        r = compare("PACK", "documents", packed, truth["out"][:, rows], base["out"][:, rows], dtype)
-        if r.status == "pass":
-            r = compare("PACK", "documents", torch.cat(states), truth["state"], base["state"], dtype)
-        results[specs[0].key] = r
+        expected = [(truth["out"][:, bounds[i]:bounds[i + 1]], base["out"][:, bounds[i]:bounds[i + 1]]) for i in chosen]
+        for i, out, (e, _) in zip(chosen, outs, expected):
+            if out.shape != e.shape:
+                results[spec.key] = Comparison("PACK", spec.target, FAIL,
+                                               detail=f"document {i}: out shape {tuple(out.shape)} != expected {tuple(e.shape)}")
+                return
+        index = torch.tensor(chosen, dtype=torch.long)
+        state = compare("PACK", spec.target, torch.cat(states), truth["state"][index], base["state"][index], dtype)
+        if state.worst_index:
+            state = Comparison(**{**state.__dict__, "detail": "; ".join(
+                t for t in (state.detail, f"worst in document {chosen[state.worst_index[0]]}") if t)})
+        results[spec.key] = worst({"out": compare("PACK", spec.target, torch.cat(outs, dim=1), torch.cat([e for e, _ in expected], dim=1),
+                                                  torch.cat([b for _, b in expected], dim=1), dtype),
+                                   "final_state": state})
 
-    guarded([s for s in wanted if s.check in ("OUT", "STATE", "FIN", "GRAD")], base_run)
-    guarded([s for s in wanted if s.check == "SPLIT"], split_run)
-    guarded([s for s in wanted if s.check == "PACK"], pack_run)
+    def checked(specs, body):
+        run_guarded(results, wanted, specs, body)
+
+    checked([s for s in wanted if s.check in ("OUT", "STATE", "FIN", "GRAD")], base_run)
+    checked([s for s in wanted if s.check == "SPLIT"], split_run)
+    for spec in wanted:
+        if spec.check == "PACK":
+            checked([spec], pack_run)
+    checked([s for s in wanted if s.key in ("GUARD:nan", "GUARD:grads")], guard_run)
+    checked([s for s in wanted if s.key == "GUARD:huge"], guard_run)
+    checked([s for s in wanted if s.check == "UNINIT"], uninit_run)
+    checked([s for s in wanted if s.check == "DET"], det_run)
     return results
-
 
 
 FAMILY = Family(

@@ -12,22 +12,39 @@ Adapter contract (tensors on the variant's device, in the case dtype)::
     returns  after each step: y [B, T_i, D], conv_state [B, C, W-1] (the last W-1 inputs,
              oldest first), recurrent_state [B, HV, K, V]
 
-Checks: OUT (every step's y), STATE (conv and recurrent state after every step), FIN.
-Forward only: the block's states are buffers updated in place.
+A call may be empty (T_i = 0): y [B, 0, D] and the states unchanged (reset to zeros if
+input_pos is 0). The block's scale is fixed by the model: 1/sqrt(K) (no scale argument).
+
+Checks: OUT (every step's y), STATE (conv and recurrent state after every step), FIN,
+and the memory checks of ``harness.memory_checks`` (forward only: the block's states
+are buffers the adapter owns and updates in place, so there is no GUARD:buffers; it is
+handed no buffer to write into):
+
+* GUARD:nan / GUARD:huge: every weight and every step's x handed over as a contiguous
+  view at the head of an allocation whose tail holds NaN / a huge finite value; every
+  y and state must match the oracle (one record: the first failing, else the closest).
+* UNINIT:out: the schedule run under ``poisoned_allocations`` (every fresh allocation
+  NaN, the block's own buffers included): every y and state finite and right.
+* DET:out: the schedule run as usual, again, and under ``filled_allocations(DET_FILL)``
+  gives bitwise the same y and states after every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
+from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
+from harness.steps import worst
 from harness.tolerance import Comparison, all_finite, compare
 from reference.gated_deltanet_block import gated_deltanet_block
 
 WEIGHTS = ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "conv", "A_log", "dt_bias", "norm", "out_proj")
+DET_FILL = 1.0e4  # what filled_allocations writes into fresh memory for DET's third call
 
 
 @dataclass(frozen=True)
@@ -50,8 +67,8 @@ class BlockCase:
         problems = []
         if self.heads_v % self.heads_k:
             problems.append(f"heads_v={self.heads_v} is not a multiple of heads_k={self.heads_k}")
-        if not self.schedule or any(length < 1 or pos < 0 for pos, length in self.schedule):
-            problems.append(f"schedule {self.schedule} needs calls of length >= 1 at positions >= 0")
+        if not self.schedule or any(length < 0 or pos < 0 for pos, length in self.schedule):
+            problems.append(f"schedule {self.schedule} needs calls of length >= 0 at positions >= 0")
         elif self.schedule[0][0] != 0:
             problems.append("the first call must start at position 0")
         if self.dtype not in TORCH_DTYPES:
@@ -106,6 +123,10 @@ def case_features(case: BlockCase) -> frozenset[str]:
         features.add("grouped_heads")
     if any(p == 0 for p, _ in case.schedule[1:]):
         features.add("reset")
+    if any(n == 0 for _, n in case.schedule):
+        features.add("empty_call")
+    if any(n >= 64 and p > 0 for p, n in case.schedule):  # a chunk-sized extend on a warm state
+        features.add("long_extend")
     return frozenset(features)
 
 
@@ -164,37 +185,89 @@ def oracle(case: BlockCase) -> BlockOracle:
 
 
 def checks_for(case: BlockCase) -> list[CheckSpec]:
-    return [CheckSpec("OUT", "steps"), CheckSpec("STATE", "conv"), CheckSpec("STATE", "recurrent"), CheckSpec("FIN", "out")]
+    return [CheckSpec("OUT", "steps"), CheckSpec("STATE", "conv"), CheckSpec("STATE", "recurrent"), CheckSpec("FIN", "out"),
+            CheckSpec("GUARD", "nan"), CheckSpec("GUARD", "huge"), CheckSpec("UNINIT", "out"), CheckSpec("DET", "out")]
 
 
 def run(case: BlockCase, fn, device: str, oracle: BlockOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
     dtype = TORCH_DTYPES[case.dtype]
     results: dict[str, Comparison] = {}
+    ordinary: dict = {}  # the plain run's y and states: DET's first run
 
-    def all_steps(specs):
-        weights = {n: w.to(device=device, dtype=dtype, copy=True) for n, w in oracle.inputs["weights"].items()}
-        steps = [(s.to(device=device, dtype=dtype, copy=True), p) for s, p in oracle.inputs["steps"]]
+    def schedule(fill: str | None = None) -> dict[str, torch.Tensor]:
+        """Every step through the adapter on fresh copies (guarded views with ``fill``);
+        y of every step along time, the states after each step stacked."""
+        def hand_over(t):
+            t = t.to(device=device, dtype=dtype, copy=True)
+            return guarded(t, fill) if fill and t.numel() else t  # guarded() takes no zero-element tensor
+
+        weights = {n: hand_over(w) for n, w in oracle.inputs["weights"].items()}
+        steps = [(hand_over(s), p) for s, p in oracle.inputs["steps"]]
         got = fn(weights, steps, **_shape_kwargs(case))
         if len(got) != len(steps):
             raise ValueError(f"the adapter returned {len(got)} step results for {len(steps)} steps")
-        got = {n: t.detach().cpu() for n, t in _stack([tuple(t.to(dtype) for t in r) for r in got]).items()}
+        return {n: t.detach().cpu() for n, t in _stack([tuple(t.to(dtype) for t in r) for r in got]).items()}
+
+    def compared(check, target, got, name) -> Comparison:
+        r = compare(check, target, got[name], oracle.truth[name], oracle.baseline[name], dtype)
+        if r.worst_index:
+            r = Comparison(**{**r.__dict__, "detail": (r.detail + "; " if r.detail else "") + _where(case, name, r.worst_index)})
+        return r
+
+    def all_compared(check, target, got) -> Comparison:
+        return worst({name: compared(check, target, got, name) for name in ("out", "conv", "recurrent")})
+
+    def all_steps(specs):
+        got = schedule()
+        ordinary.update(got)
         for spec in specs:
             if spec.key == "OUT:steps":
-                r = compare("OUT", "steps", got["out"], oracle.truth["out"], oracle.baseline["out"], dtype)
+                r = compared("OUT", "steps", got, "out")
             elif spec.check == "STATE":
-                r = compare("STATE", spec.target, got[spec.target], oracle.truth[spec.target], oracle.baseline[spec.target], dtype)
+                r = compared("STATE", spec.target, got, spec.target)
             else:
                 r = all_finite("FIN", "out", got)
-            if r.worst_index:
-                r = Comparison(**{**r.__dict__, "detail": (r.detail + "; " if r.detail else "") + _where(case, spec, r.worst_index)})
             results[spec.key] = r
 
-    run_guarded(results, wanted, wanted, all_steps)
+    def guard_run(specs):
+        for spec in specs:
+            results[spec.key] = all_compared("GUARD", spec.target, schedule(spec.target))
+
+    def uninit_run(specs):
+        with poisoned_allocations():
+            got = schedule()
+        results["UNINIT:out"] = all_compared("UNINIT", "out", got)
+
+    def det_run(specs):
+        def again(context):
+            with context:
+                return schedule()
+
+        runs = {"the ordinary run": ordinary or again(contextlib.nullcontext()),
+                "a second identical run": again(contextlib.nullcontext()),
+                f"a run under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        per_tensor = {}
+        for name in ("out", "conv", "recurrent"):
+            r = bitwise_equal("DET", "out", {run: {name: got[name].clone(memory_format=torch.contiguous_format)}
+                                             for run, got in runs.items()})
+            if r.worst_index:
+                r = Comparison(**{**r.__dict__, "detail": f"{r.detail}; {_where(case, name, r.worst_index)}"})
+            per_tensor[name] = r
+        results["DET:out"] = worst(per_tensor)
+
+    def checked(specs, body):
+        run_guarded(results, wanted, specs, body)
+
+    checked([s for s in wanted if s.check in ("OUT", "STATE", "FIN")], all_steps)
+    checked([s for s in wanted if s.check == "GUARD"], guard_run)
+    checked([s for s in wanted if s.check == "UNINIT"], uninit_run)
+    checked([s for s in wanted if s.check == "DET"], det_run)
     return results
 
 
-def _where(case: BlockCase, spec: CheckSpec, index) -> str:
-    if spec.check == "STATE":
+def _where(case: BlockCase, name: str, index) -> str:
+    """Where ``index`` of the stacked ``name`` ("out": y along time; a state: after each call) lies in the schedule."""
+    if name != "out":
         return f"worst after call {index[0]} (input_pos {case.schedule[index[0]][0]})"
     token, bounds = index[1], 0
     for call, (pos, n) in enumerate(case.schedule):

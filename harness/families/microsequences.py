@@ -13,18 +13,23 @@ Adapter contract (tensors on the variant's device, in the case dtype)::
 The truth is one documents-oracle call over the whole sequence (causal documents,
 bottom-right). Cases are the documents catalogue's causal cases with more than one
 micro-sequence. Checks: SPLIT (output and gradients of q, k, v == one shot), FIN,
-ZERO (slack gradients exactly 0).
+ZERO (slack gradients exactly 0), and on the whole sequence: GUARD:nan (q, k, v handed
+over as views at the head of NaN-tailed allocations), UNINIT:out (the call under
+``poisoned_allocations``), DET:out (the ordinary call, a repeat and a call under
+``filled_allocations``: bitwise the same); outputs compared on document rows.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 
 import torch
 
 from harness.families import CheckSpec, Family, run_guarded
-from harness.gradients import gradients
 from harness.families import documents as docs
+from harness.families.attention import DET_FILL
+from harness.gradients import gradients
+from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
 from harness.tolerance import Comparison, all_finite, compare, exact_zero
 
 
@@ -37,7 +42,7 @@ def checks_for(case) -> list[CheckSpec]:
     specs += [CheckSpec("SPLIT", t, True) for t in ("dq", "dk", "dv")]
     if case.slack:
         specs.append(CheckSpec("ZERO", "slack", True))
-    return specs
+    return specs + [CheckSpec("GUARD", "nan"), CheckSpec("UNINIT", "out"), CheckSpec("DET", "out")]
 
 
 def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
@@ -46,17 +51,32 @@ def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
     whole = case.layout.step(0, case.layout.total)
     rows = slice(0, whole.query_slack_begin)
     results: dict[str, Comparison] = {}
+    ordinary: dict = {}  # the whole run's output (document rows), DET's first run
+
+    def call(need_grad=False, fill=None):
+        def hand_over(t):
+            t = t.to(device=device, dtype=dtype, copy=True)
+            return guarded(t, fill) if fill else t.requires_grad_(need_grad)
+
+        q, k, v = (hand_over(x[n]) for n in "qkv")
+        out = fn(q, k, v, documents=case.documents, slack=case.slack, boundaries=case.boundaries,
+                 scale=case.resolved_scale, causal=case.causal)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
+        return dict(q=q, k=k, v=v), out
+
+    def out_comparison(check, target, out):
+        return compare(check, target, out.detach().cpu()[rows], oracle.whole_out[rows], oracle.whole_base_out[rows], dtype)
 
     def whole_run(specs):
         need_grad = any(s.backward for s in specs)
-        q, k, v = (x[n].to(device=device, dtype=dtype, copy=True).requires_grad_(need_grad) for n in "qkv")
-        out = fn(q, k, v, documents=case.documents, slack=case.slack, boundaries=case.boundaries,
-                 scale=1.0 / math.sqrt(case.head_dim), causal=case.causal)
-        grads = gradients([out], [x["dout"].to(device=device, dtype=dtype)], dict(q=q, k=k, v=v)) if need_grad else {}
+        leaves, out = call(need_grad)
+        grads = gradients([out], [x["dout"].to(device=device, dtype=dtype)], leaves) if need_grad else {}
         out = out.detach().cpu()
+        ordinary.update(out=out[rows], need_grad=need_grad)
         for spec in specs:
             if spec.key == "SPLIT:out":
-                r = compare("SPLIT", "out", out[rows], oracle.whole_out[rows], oracle.whole_base_out[rows], dtype)
+                r = out_comparison("SPLIT", "out", out)
             elif spec.check == "SPLIT":
                 r = compare("SPLIT", spec.target, grads[spec.target], oracle.whole_grads[spec.target],
                             oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
@@ -70,8 +90,34 @@ def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
                           if c.status != "pass"), exact_zero("ZERO", "slack", grads["dq"], slack))
             results[spec.key] = r
 
-    run_guarded(results, wanted, wanted, whole_run)
+    def guard_run(specs):
+        results["GUARD:nan"] = out_comparison("GUARD", "nan", call(fill="nan")[1])
+
+    def uninit_run(specs):
+        with poisoned_allocations():
+            out = call()[1]
+        results["UNINIT:out"] = out_comparison("UNINIT", "out", out)
+
+    def det_run(specs):
+        def again(context):  # the same call as the ordinary run, with or without gradients
+            with context:
+                return call(ordinary.get("need_grad", False))[1].detach().cpu()[rows]
+
+        first = ordinary.get("out")
+        runs = {"the ordinary call": first if first is not None else again(contextlib.nullcontext()),
+                "a second identical call": again(contextlib.nullcontext()),
+                f"a call under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        results["DET:out"] = bitwise_equal("DET", "out", {k: {"out": o} for k, o in runs.items()})
+
+    def checked(specs, body):
+        run_guarded(results, wanted, specs, body)
+
+    checked([s for s in wanted if s.check in ("SPLIT", "FIN", "ZERO")], whole_run)
+    checked([s for s in wanted if s.check == "GUARD"], guard_run)
+    checked([s for s in wanted if s.check == "UNINIT"], uninit_run)
+    checked([s for s in wanted if s.check == "DET"], det_run)
     return results
+
 
 FAMILY = Family(
     name="microsequences", positional=("q", "k", "v"), keywords=("documents", "slack", "boundaries", "scale", "causal"),

@@ -29,11 +29,20 @@ MEM:largest_intermediate (the largest tensor of the graph, from its node metadat
 measured while an eager form runs, <= the module's analytic bound) and MEM:peak_live (the
 most bytes the program's ops hold live at once, measured with ``harness.export.MemoryMeter``
 while it runs, <= the analytic peak; forms whose allocations torch's dispatcher does not see,
-compiled kernels and other runtimes, declare it unsupported). Forward only.
+compiled kernels and other runtimes, declare it unsupported); and the memory conditions of
+``harness.memory_checks`` on the same program, after the EXPORT pass: UNINIT:out (a second
+pass of every call under ``poisoned_allocations``, every output and state finite and equal
+to a second pass of the float64 module, whose state continues too) and DET:out (three more
+passes, plain, plain and under ``filled_allocations(1e4)``, bitwise identical: each module's
+calls leave its state where the pass found it, so passes after the first start alike).
+Forms whose allocations those modes cannot reach declare them unsupported (ExecuTorch's
+runtime plans its own memory; Inductor's kernels allocate with a helper that is never
+poisoned, and torch.compile runs eagerly while a dispatch mode is active). Forward only.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -43,6 +52,7 @@ from torch.export import Dim
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.export import MemoryMeter, declared_bounds
 from harness.families import CheckSpec, Family, run_guarded
+from harness.memory_checks import bitwise_equal, filled_allocations, poisoned_allocations
 from harness.native_io import native_stderr_silenced
 from harness.registry import import_problem
 from harness.steps import compare_calls
@@ -284,19 +294,25 @@ def _chain(run, case: ProgramCase, calls: list[tuple], dtype, device="cpu") -> l
     return flat
 
 
+DET_FILL = 1e4  # what DET's third pass finds in every fresh allocation
+
+
 @dataclass
 class ProgramOracle:
     calls: list  # per call, its inputs (float64, rounded through the case dtype)
     truth: list  # per call, float64
     baseline: list  # per call, case dtype
+    again: list  # per call of a second pass of every call, the module's state carried on, float64
+    again_baseline: list  # the same in the case dtype
 
 
 def oracle(case: ProgramCase) -> ProgramOracle:
     dtype = TORCH_DTYPES[case.dtype]
     calls = _calls(case)
     with torch.no_grad():
-        return ProgramOracle(calls, _chain(_module(case, torch.float64, truth=True), case, calls, torch.float64),
-                             _chain(_module(case, dtype, truth=True), case, calls, dtype))
+        exact, low = _module(case, torch.float64, truth=True), _module(case, dtype, truth=True)
+        truth, baseline = _chain(exact, case, calls, torch.float64), _chain(low, case, calls, dtype)
+        return ProgramOracle(calls, truth, baseline, _chain(exact, case, calls, torch.float64), _chain(low, case, calls, dtype))
 
 
 def checks_for(case: ProgramCase) -> list[CheckSpec]:
@@ -307,7 +323,7 @@ def checks_for(case: ProgramCase) -> list[CheckSpec]:
         specs.append(CheckSpec("MEM", "largest_intermediate"))
     if case.spec.peak_bound:
         specs.append(CheckSpec("MEM", "peak_live"))
-    return specs
+    return specs + [CheckSpec("UNINIT", "out"), CheckSpec("DET", "out")]
 
 
 def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[CheckSpec]) -> dict[str, Comparison]:
@@ -321,7 +337,13 @@ def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[
     def describe(call):
         return f"call {call} (at {case.calls[call]})"
 
-    built = []
+    built, passes = [], []  # the program; one entry per pass of every call it has run
+
+    def chain(run, context=None):
+        """One pass of every call through the program (its state carried on from the last pass)."""
+        passes.append(len(passes))
+        with torch.no_grad(), context or contextlib.nullcontext():
+            return _chain(run, case, oracle.calls, dtype, device)
 
     def lower(specs):  # a program that cannot be built errs on every check
         with torch.no_grad():
@@ -340,8 +362,7 @@ def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[
             with meter:
                 return program.run(*args)
 
-        with torch.no_grad():
-            got = _chain(metered if program.observable else program.run, case, oracle.calls, dtype, device)
+        got = chain(metered if program.observable else program.run)
         for s in specs:
             if s.check == "EXPORT":
                 results[s.key] = compare_calls("EXPORT", "calls", got, oracle.truth, oracle.baseline, dtype, describe, dim=0)
@@ -355,10 +376,23 @@ def run(case: ProgramCase, fn, device: str, oracle: ProgramOracle, wanted: list[
                 results[s.key] = _verdict(s.target, meter.largest, spec.memory_bound(first), "elements",
                                           f"measured while running: {meter.where}")
 
+    def poisoned(specs):  # a pass after the EXPORT pass: its truth is the module's second pass
+        truth, baseline = (oracle.again, oracle.again_baseline) if passes else (oracle.truth, oracle.baseline)
+        got = chain(built[0].run, poisoned_allocations())
+        results["UNINIT:out"] = compare_calls("UNINIT", "out", got, truth, baseline, dtype, describe, dim=0)
+
+    def repeated(specs):  # three more passes, each starting where the one before left the state
+        runs = {"a pass": chain(built[0].run), "the next, identical pass": chain(built[0].run),
+                f"a pass with every fresh allocation filled with {DET_FILL:g}": chain(built[0].run, filled_allocations(DET_FILL))}
+        results["DET:out"] = bitwise_equal("DET", "out", {name: {f"outputs of {describe(c)}": t for c, t in enumerate(got)}
+                                                         for name, got in runs.items()})
+
     run_guarded(results, wanted, wanted, lower)
     if built:
         measured = [s for s in wanted if s.key == "MEM:peak_live" or (s.check == "MEM" and built[0].graph is None)]
         run_guarded(results, wanted, [s for s in wanted if s.check == "EXPORT"] + measured, calls)
+        run_guarded(results, wanted, [s for s in wanted if s.check == "UNINIT"], poisoned)
+        run_guarded(results, wanted, [s for s in wanted if s.check == "DET"], repeated)
     return results
 
 

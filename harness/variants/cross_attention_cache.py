@@ -22,6 +22,16 @@ EAGER_ALIAS_REJECTED = KnownFailure(
     "executorch::alias returns its own inputs, which torch's custom-op aliasing check rejects when the op runs "
     "eagerly: the first reuse call raises RuntimeError (the op works only once lowered, e.g. by Inductor)",
     features={"reuse_call"})
+# Reproduced with torch 2.13.0 (tests/test_kv_cache.py pins it).
+COND_REFUSES_FILL_MODE = Limitation(
+    "torch.cond, a higher-order op, refuses DET's filled_allocations dispatch mode: NotImplementedError \"There was no "
+    "rule registered for HigherOrderOperator cond and mode _FillAllocations\" (and the failed call leaves torch.cond "
+    "untraceable in that process), so DET cannot run", checks={"DET"})
+INDUCTOR_UNPOISONED = Limitation(
+    "Inductor's kernels allocate with torch._C._dynamo.guards._empty_strided_cpu, which torch's fill_uninitialized_memory "
+    "never fills: UNINIT's poisoned allocations cannot reach them", checks={"UNINIT"})
+RUNTIME_UNPOISONED = Limitation("ExecuTorch's runtime runs in memory it plans and allocates itself, outside torch: "
+                                "UNINIT's poisoned allocations cannot reach it", checks={"UNINIT"})
 DECODE_SHAPE = Limitation("exported once with the decode shape (1 query token); a multi-token call needs another "
                           "program with its own buffers", features={"multi_token_call"})
 
@@ -79,14 +89,15 @@ def _module(weights, steps, heads, head_dim, scale):
     return CondCrossAttention(weights, batch, encoder_len, heads, head_dim, scale).eval()
 
 
-@variant("cross_cache", "seed004_cond_eager", dtypes=("float32",), requires=OPS, known_failures=[EAGER_ALIAS_REJECTED])
+@variant("cross_cache", "seed004_cond_eager", dtypes=("float32",), requires=OPS, known_failures=[EAGER_ALIAS_REJECTED],
+         limitations=[COND_REFUSES_FILL_MODE])
 def seed004_cond_eager(weights, steps, *, heads, head_dim, scale):
     """Seed 004's torch.cond block with executorch::alias / update_cross_attn_cache, eager."""
     return _run(_module(weights, steps, heads, head_dim, scale), steps)
 
 
 @variant("cross_cache", "seed004_cond_exported", dtypes=("float32",), requires=OPS, known_failures=[EAGER_ALIAS_REJECTED],
-         limitations=[DECODE_SHAPE])
+         limitations=[DECODE_SHAPE, COND_REFUSES_FILL_MODE])
 def seed004_cond_exported(weights, steps, *, heads, head_dim, scale):
     """Seed 004's block through torch.export, run with ExportedProgram.module() (buffers carried)."""
     block = _module(weights, steps, heads, head_dim, scale)
@@ -107,7 +118,7 @@ class _CachesReturned(nn.Module):
 
 
 @variant("cross_cache", "seed004_cond_executorch", dtypes=("float32",), requires=OPS + ("executorch.exir",),
-         limitations=[DECODE_SHAPE], known_failures=[
+         limitations=[DECODE_SHAPE, RUNTIME_UNPOISONED], known_failures=[
              # reproduced with executorch 1.5.1: to_executorch raises
              KnownFailure("ExecuTorch cannot emit the block: to_executorch raises \"Missing out variants: "
                           "{'executorch::alias'}\"; executorch::alias has an Inductor lowering only, no kernel for "
@@ -123,7 +134,8 @@ def seed004_cond_executorch(weights, steps, *, heads, head_dim, scale):
         return [run(q, encoder) for q, encoder in steps]
 
 
-@variant("cross_cache", "seed004_cond_compiled", dtypes=("float32",), requires=OPS)
+@variant("cross_cache", "seed004_cond_compiled", dtypes=("float32",), requires=OPS,
+         limitations=[COND_REFUSES_FILL_MODE, INDUCTOR_UNPOISONED])
 def seed004_cond_compiled(weights, steps, *, heads, head_dim, scale):
     """Seed 004's block through torch.compile (Inductor, CPU), whose lowerings of the two ops
     alias and write the cache buffers in place."""

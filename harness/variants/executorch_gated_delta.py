@@ -36,14 +36,31 @@ def _call(op, q, k, v, decay, beta, initial_state, scale):
 
 @variant("gated_delta", "executorch_gated_delta_rule", requires=REQUIRES, dtypes=("float32",), limitations=LIMITATIONS + [
     Limitation("llama.gated_delta_rule takes one gate per head; per-channel gates are the channelwise op", features={"channel_gate"}),
-])
+], repro="""
+             from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers torch.ops.llama)
+             # head-first [B, H, T, D] tensors, a linear decay exp(g), no scale (q pre-scaled), one key head per state head
+             group = v.shape[2] // k.shape[2]
+             q, k = q.repeat_interleave(group, dim=2) * scale, k.repeat_interleave(group, dim=2)
+             out, final_state = torch.ops.llama.gated_delta_rule(
+                 *(t.transpose(1, 2).contiguous() for t in (q, k, v, torch.exp(g), beta)), initial_state.contiguous())
+             out = out.transpose(1, 2)
+             """)
 def executorch_gated_delta_rule(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, cu_seqlens):
     """torch.ops.llama.gated_delta_rule (per-head gate)."""
     return _call(torch.ops.llama.gated_delta_rule, q, k, v, torch.exp(g), beta, initial_state, scale)
 
 
 @variant("gated_delta", "executorch_channelwise_gated_delta_rule", requires=REQUIRES, dtypes=("float32",),
-         limitations=LIMITATIONS + [Limitation("the channelwise op takes per-key-channel gates", features={"head_gate"})])
+         limitations=LIMITATIONS + [Limitation("the channelwise op takes per-key-channel gates", features={"head_gate"})],
+         repro="""
+             from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers torch.ops.llama)
+             # head-first [B, H, T, D] tensors, a linear decay exp(g), no scale (q pre-scaled), one key head per state head
+             group = v.shape[2] // k.shape[2]
+             q, k = q.repeat_interleave(group, dim=2) * scale, k.repeat_interleave(group, dim=2)
+             out, final_state = torch.ops.llama.channelwise_gated_delta_rule(
+                 *(t.transpose(1, 2).contiguous() for t in (q, k, v, torch.exp(g), beta)), initial_state.contiguous())
+             out = out.transpose(1, 2)
+             """)
 def executorch_channelwise_gated_delta_rule(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, cu_seqlens):
     """torch.ops.llama.channelwise_gated_delta_rule (per-key-channel gate)."""
     return _call(torch.ops.llama.channelwise_gated_delta_rule, q, k, v, torch.exp(g), beta, initial_state, scale)

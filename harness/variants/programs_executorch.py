@@ -16,6 +16,8 @@ from harness.export import Program, lower_to_executorch, program_bounds
 from harness.registry import KnownFailure, Limitation, variant
 
 REQUIRES = ("executorch.exir", "executorch.runtime")
+UNPOISONED = Limitation("ExecuTorch's runtime runs in memory it plans and allocates itself, outside torch: UNINIT's "
+                        "poisoned allocations cannot reach it", checks={"UNINIT"})
 UNMETERED = Limitation("ExecuTorch's runtime allocates outside torch's dispatcher: its live memory cannot be measured "
                        "here (MEM reads the largest intermediate of the edge graph instead)", checks={"MEM:peak_live"})
 
@@ -26,14 +28,14 @@ def _lower(module, example_args, dynamic_shapes, partitioners) -> Program:
     return Program(run, program_bounds(emitted, dynamic_shapes), graph, observable=False)
 
 
-@variant("programs", "executorch_portable", dtypes=("float32",), requires=REQUIRES, limitations=[UNMETERED])
+@variant("programs", "executorch_portable", dtypes=("float32",), requires=REQUIRES, limitations=[UNMETERED, UNPOISONED])
 def executorch_portable(module, example_args, *, dynamic_shapes):
     """torch.export -> to_edge_transform_and_lower (no partitioner) -> to_executorch -> runtime."""
     return _lower(module, example_args, dynamic_shapes, [])
 
 
 @variant("programs", "executorch_xnnpack", dtypes=("float32",),
-         requires=REQUIRES + ("executorch.backends.xnnpack.partition.xnnpack_partitioner",), limitations=[UNMETERED],
+         requires=REQUIRES + ("executorch.backends.xnnpack.partition.xnnpack_partitioner",), limitations=[UNMETERED, UNPOISONED],
          known_failures=[
              # reproduced with executorch 1.5.1: to_edge_transform_and_lower raises
              KnownFailure("XNNPACK lowering of the Gated DeltaNet block raises: a delegate output that is also one of "

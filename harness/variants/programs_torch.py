@@ -58,6 +58,10 @@ def eager_module(module, example_args, *, dynamic_shapes):
 
 @variant("programs", "compiled_inductor", dtypes=("float32",), limitations=[
     Limitation("torch.compile keeps no exported graph: no recorded ranges, no node metadata", checks={"BOUNDS", "MEM"}),
+    Limitation("Inductor's kernels allocate with torch._C._dynamo.guards._empty_strided_cpu, which torch's "
+               "fill_uninitialized_memory never fills: UNINIT's poisoned allocations cannot reach them", checks={"UNINIT"}),
+    Limitation("while a TorchDispatchMode is active (DET's filled_allocations) dynamo skips the frame and runs the module "
+               "eagerly, so DET's third pass would not run the compiled program", checks={"DET"}),
 ])
 def compiled_inductor(module, example_args, *, dynamic_shapes):
     """torch.compile(module, backend="inductor", dynamic=True) on the CPU."""

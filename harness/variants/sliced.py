@@ -41,4 +41,4 @@ def sliced_attention(q, k, v, *, scale, causal, window, alignment, mask, softcap
         empty = torch.isneginf(scores).all(dim=-1, keepdim=True)
         probs = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
         chunks.append(probs @ v)
-    return torch.cat(chunks, dim=2)
+    return torch.cat(chunks, dim=2) if chunks else q.new_zeros(*q.shape[:-1], v.shape[-1])

@@ -24,7 +24,13 @@ def _sdpa(backend, q, k, v, *, scale, causal, window, alignment, mask, softcap):
                                               enable_gqa=q.shape[1] != k.shape[1])
 
 
-@variant("attention", "sdpa_math", dtypes=("float32", "bfloat16", "float16", "float64"), limitations=[NO_SOFTCAP])
+@variant("attention", "sdpa_math", dtypes=("float32", "bfloat16", "float16", "float64"), limitations=[NO_SOFTCAP],
+         repro="""
+             from torch.nn.attention import SDPBackend, sdpa_kernel
+             with sdpa_kernel(SDPBackend.MATH):
+                 out = torch.nn.functional.scaled_dot_product_attention(
+                     q, k, v, attn_mask=attn_mask, is_causal=top_left_only, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+             """)
 def sdpa_math(q, k, v, *, scale, causal, window, alignment, mask, softcap):
     """torch SDPA, math backend (the composite reference implementation in ATen)."""
     return _sdpa(SDPBackend.MATH, q, k, v, scale=scale, causal=causal, window=window, alignment=alignment, mask=mask, softcap=softcap)
@@ -33,7 +39,12 @@ def sdpa_math(q, k, v, *, scale, causal, window, alignment, mask, softcap):
 @variant("attention", "sdpa_flash_cpu", dtypes=("float32", "bfloat16", "float16", "float64"), limitations=[
     NO_SOFTCAP,
     Limitation("the flash backend requires q, k and v to have the same head dim", features={"dk!=dv"}),
-])
+], repro="""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=top_left_only, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    """)
 def sdpa_flash_cpu(q, k, v, *, scale, causal, window, alignment, mask, softcap):
     """torch SDPA, the CPU flash-attention kernel, forced with sdpa_kernel."""
     return _sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, scale=scale, causal=causal, window=window, alignment=alignment, mask=mask, softcap=softcap)
@@ -45,7 +56,13 @@ def _gpu_backend(name: str, backend: SDPBackend, doc: str):
 
     fn.__doc__ = doc
     fn.__name__ = name
-    variant("attention", name, device="cuda", dtypes=("float32", "bfloat16", "float16"), limitations=[NO_SOFTCAP])(fn)
+    variant("attention", name, device="cuda", dtypes=("float32", "bfloat16", "float16"), limitations=[NO_SOFTCAP],
+            repro=f"""
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+                with sdpa_kernel(SDPBackend.{backend.name}):
+                    out = torch.nn.functional.scaled_dot_product_attention(
+                        q, k, v, attn_mask=attn_mask, is_causal=top_left_only, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+                """)(fn)
 
 
 _gpu_backend("sdpa_efficient_cuda", SDPBackend.EFFICIENT_ATTENTION, "torch SDPA, memory-efficient CUDA backend.")

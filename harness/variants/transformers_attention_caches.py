@@ -33,6 +33,8 @@ WINDOWED_ONLY = Limitation("a sliding-window layer: windowed caches only", featu
 SHIFTED = Limitation("the sliding layer keeps the last tokens shifted, not slot p, and never reads the cache it is "
                      "handed: its contents have no slot order to compare", checks={"STATE", "SLOT", "INV"})
 NOT_PREFILLED = Limitation("a dynamic cache starts empty: it cannot be handed a pre-filled cache", checks={"SLOT", "INV"})
+EMPTY_CALLS = Limitation("transformers' sdpa attention path raises on a call of 0 tokens (RuntimeError: cannot reshape "
+                         "tensor of 0 elements ...; transformers 5.24)", features={"zero_length_call"})
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -89,7 +91,7 @@ def _shape(steps, k_cache):
     return steps[0][0].shape[2], heads_kv, dim, slots
 
 
-@variant("kv_cache", "transformers_static_cache", dtypes=DTYPES, requires=REQUIRES, limitations=[FULL_ONLY])
+@variant("kv_cache", "transformers_static_cache", dtypes=DTYPES, requires=REQUIRES, limitations=[FULL_ONLY, EMPTY_CALLS])
 def transformers_static_cache(steps, k_cache, v_cache, *, kind, window, scale):
     """transformers.StaticCache (StaticLayer), create_causal_mask, sdpa_attention_forward."""
     from transformers import StaticCache
@@ -105,7 +107,7 @@ def transformers_static_cache(steps, k_cache, v_cache, *, kind, window, scale):
     return _drive(cache, config, steps, scale, windowed=False)
 
 
-@variant("kv_cache", "transformers_dynamic_cache", dtypes=DTYPES, requires=REQUIRES, limitations=[FULL_ONLY, NOT_PREFILLED])
+@variant("kv_cache", "transformers_dynamic_cache", dtypes=DTYPES, requires=REQUIRES, limitations=[FULL_ONLY, NOT_PREFILLED, EMPTY_CALLS])
 def transformers_dynamic_cache(steps, k_cache, v_cache, *, kind, window, scale):
     """transformers.DynamicCache (DynamicLayer: torch.cat per call), create_causal_mask, sdpa_attention_forward."""
     from transformers import DynamicCache
@@ -116,7 +118,7 @@ def transformers_dynamic_cache(steps, k_cache, v_cache, *, kind, window, scale):
 
 
 @variant("kv_cache", "transformers_static_sliding_cache", dtypes=DTYPES, requires=REQUIRES,
-         limitations=[WINDOWED_ONLY, SHIFTED])
+         limitations=[WINDOWED_ONLY, SHIFTED, EMPTY_CALLS])
 def transformers_static_sliding_cache(steps, k_cache, v_cache, *, kind, window, scale):
     """transformers.StaticCache with a sliding_window config (StaticSlidingWindowLayer: roll / cat of the last w),
     create_sliding_window_causal_mask, sdpa_attention_forward."""
@@ -128,7 +130,7 @@ def transformers_static_sliding_cache(steps, k_cache, v_cache, *, kind, window, 
 
 
 @variant("kv_cache", "transformers_dynamic_sliding_cache", dtypes=DTYPES, requires=REQUIRES,
-         limitations=[WINDOWED_ONLY, SHIFTED])
+         limitations=[WINDOWED_ONLY, SHIFTED, EMPTY_CALLS])
 def transformers_dynamic_sliding_cache(steps, k_cache, v_cache, *, kind, window, scale):
     """transformers.DynamicCache with a sliding_window config (DynamicSlidingWindowLayer: the last w-1 tokens),
     create_sliding_window_causal_mask, sdpa_attention_forward."""

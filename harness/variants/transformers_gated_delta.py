@@ -16,6 +16,7 @@ MODULE = "transformers.models.qwen3_5.modeling_qwen3_5"
 LIMITATIONS = [
     Limitation("one gate per head only (decay[..., None, None])", features={"channel_gate"}),
     Limitation("no cu_seqlens", features={"varlen", "padding"}),
+    Limitation("no scale argument: q is always scaled by 1/sqrt(K)", features={"custom_scale"}),
 ]
 
 

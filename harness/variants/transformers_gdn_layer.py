@@ -28,7 +28,8 @@ from harness.registry import Limitation, variant
 
 MODULE = "transformers.models.qwen3_5.modeling_qwen3_5"
 DISPATCHED = ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule", "causal_conv1d_fn", "causal_conv1d_update")
-NO_SCALE = Limitation("the layer scales q by 1/sqrt(K) itself: it has no scale argument", features={"custom_scale"})
+EMPTY_CALLS = Limitation("Qwen3_5GatedDeltaNet.forward raises on a zero-length call: z.reshape(B, 0, -1, V) (RuntimeError: "
+                         "cannot reshape tensor of 0 elements ...; transformers 5.24)", features={"empty_call"})
 
 
 def _layer(weights, heads_k, heads_v, dim_k, dim_v, eps):
@@ -89,7 +90,7 @@ def _run(weights, steps, heads_k, heads_v, dim_k, dim_v, eps):
 
 
 @variant("gdn_block", "transformers_qwen3_5_gdn_layer", requires=(MODULE,), dtypes=("float32", "bfloat16"),
-         limitations=[NO_SCALE],
+         limitations=[EMPTY_CALLS],
          description=f"{MODULE}.Qwen3_5GatedDeltaNet with DynamicCache, its torch path pinned "
                      "(torch_chunk/recurrent_gated_delta_rule and causal_conv1d_fn/update .__wrapped__)")
 def transformers_qwen3_5_gdn_layer(weights, steps, *, heads_k, heads_v, dim_k, dim_v, eps, **_):
@@ -98,7 +99,7 @@ def transformers_qwen3_5_gdn_layer(weights, steps, *, heads_k, heads_v, dim_k, d
 
 
 @variant("gdn_block", "transformers_qwen3_5_gdn_layer_fla", device="cuda", requires=(MODULE, "fla"),
-         dtypes=("float32", "bfloat16"), limitations=[NO_SCALE],
+         dtypes=("float32", "bfloat16"), limitations=[EMPTY_CALLS],
          description=f"{MODULE}.Qwen3_5GatedDeltaNet with DynamicCache as transformers dispatches it with fla "
                      "installed (fla's chunk and fused recurrent kernels)")
 def transformers_qwen3_5_gdn_layer_fla(weights, steps, *, heads_k, heads_v, dim_k, dim_v, eps, **_):
