@@ -111,7 +111,7 @@ def documents_cases(draw, dtypes=("float32", "bfloat16", "float16"), causal=st.j
 
 
 @st.composite
-def gated_delta_cases(draw, dtypes=("float32",), max_length: int = 70, budget: int = 2 ** 22):
+def gated_delta_cases(draw, dtypes=("float32",), max_length: int = 70, budget: int = 2 ** 20):
     """Lengths and SPLIT cuts at tile edges (15/16/17 ... 127/128/129) and zero-length
     calls, K and V drawn independently from the head dims models ship (most are not
     powers of two), gate sweeps, grouped value heads, zero or random initial state, a

@@ -1,4 +1,4 @@
-"""Deliberately broken gated delta rule adapters, one bug each."""
+"""Deliberately broken gated delta rule and Gated DeltaNet block adapters, one bug each."""
 
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def test_uninit_compares_the_second_pass_with_the_modules_own_second_pass():
     case = ProgramCase("executorch_attention_mha", calls=(0, 4, 8, 12, 0), seed=0)
     oracle = ORACLES.get(case)
     assert not torch.equal(oracle.truth[0], oracle.again[0]) and torch.equal(oracle.truth[3], oracle.again[3])  # 3: full
-    (variant,) = variants("programs", ["export_module"])
+    (variant,) = variants("programs", ["eager_module"])
     records = {f"{r.check}:{r.target}": r for r in evaluate(case, variant, ORACLES)}
     assert records["UNINIT:out"].status == PASS and records["DET:out"].status == PASS, records
 

@@ -243,7 +243,7 @@ class AttentionOracle:
     expanded_out: torch.Tensor
     expanded_base_out: torch.Tensor
 
-    @property
+    @functools.cached_property
     def grad_magnitude(self) -> float:
         """Scale of the backward computation: the largest |gradient| of q, k or v."""
         return max([float(g.abs().max()) for g in self.grads.values() if g.numel()] + [0.0])

@@ -216,11 +216,11 @@ class DocumentsOracle:
     whole_base_out: torch.Tensor
     whole_base_grads: dict
 
-    @property
+    @functools.cached_property
     def grad_magnitude(self) -> float:
         return max([float(g.abs().max()) for g in self.step_grads.values() if g.numel()] + [0.0])
 
-    @property
+    @functools.cached_property
     def whole_grad_magnitude(self) -> float:
         return max([float(g.abs().max()) for g in self.whole_grads.values() if g.numel()] + [0.0])
 

@@ -337,8 +337,10 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
         return {"out": out.detach().cpu()[:, rows], "final_state": state.detach().cpu()}
 
     def outputs_compared(check, target, got) -> Comparison:
+        """One record for out and the final state: the first failing, else the closer to its limit."""
+        state = compare(check, target, got["final_state"], truth["state"], base["state"], dtype)
         return worst({"out": compare(check, target, got["out"], truth["out"][:, rows], base["out"][:, rows], dtype),
-                      "final_state": _where_state(case, compare(check, target, got["final_state"], truth["state"], base["state"], dtype))})
+                      "final_state": _where_state(case, state)})
 
     def grads_compared(check, grads) -> Comparison:
         return worst({n: compare(check, "grads", grads[n], truth[n], base[n], dtype, magnitude=oracle.grad_magnitude,
@@ -449,9 +451,9 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
         if state.worst_index:
             state = Comparison(**{**state.__dict__, "detail": "; ".join(
                 t for t in (state.detail, f"worst in document {chosen[state.worst_index[0]]}") if t)})
-        results[spec.key] = worst({"out": compare("PACK", spec.target, torch.cat(outs, dim=1), torch.cat([e for e, _ in expected], dim=1),
-                                                  torch.cat([b for _, b in expected], dim=1), dtype),
-                                   "final_state": state})
+        out = compare("PACK", spec.target, torch.cat(outs, dim=1), torch.cat([e for e, _ in expected], dim=1),
+                      torch.cat([b for _, b in expected], dim=1), dtype)
+        results[spec.key] = worst({"out": out, "final_state": state})
 
     def checked(specs, body):
         run_guarded(results, wanted, specs, body)
