@@ -47,6 +47,12 @@ def pytest_configure(config):
         config._attn_results = None
     elif _is_worker(config):
         config._attn_results = config.workerinput.get("attn_results")
+    if _is_worker(config):
+        # One intra-op thread per pytest-xdist worker, as the CLI's workers: N workers with torch's default
+        # threads each oversubscribe the cores (measured: about 3x slower on 2 cores).
+        import torch
+
+        torch.set_num_threads(1)
     else:
         _CONTROLLER["config"] = config
         results = Path(config.getoption("attn_results")).resolve()
