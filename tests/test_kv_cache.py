@@ -77,6 +77,8 @@ def test_case_ids_round_trip_and_bad_cases_are_named():
     for case in (STATIC, SLIDING, RING):
         assert case_from_id(case.id) == case
     assert cross_case_from_id(CROSS.id) == CROSS
+    scaled = CrossCase(1, 2, 24, encoder_len=17, encoder_dim=40, schedule=(2, 1), scale=0.3)
+    assert "-sc0.3-" in scaled.id and cross_case_from_id(scaled.id) == scaled
     with pytest.raises(ValueError, match="do not fit a static cache of 4 slots"):
         KVCase(1, 1, 1, 4, "static", capacity=4, schedule=(3, 2))
     with pytest.raises(ValueError, match="none of fewer than 0 tokens"):

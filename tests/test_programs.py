@@ -133,7 +133,7 @@ def test_the_eager_module_is_measured_while_it_runs():
     assert memory.status == PASS and "measured while running" in memory.detail
     assert memory.error == 1 * 2 * 64 * 128, memory.detail  # the score block of the last slice
     peak = records["MEM:peak_live"]
-    assert peak.status == PASS and peak.threshold == 4 * (4 * 1 * 2 * 64 * 128 + 2 * 1 * 2 * 128 * 16), peak.detail
+    assert peak.status == PASS and peak.threshold == 4 * (4 * 1 * 2 * 64 * 128 + 2 * 1 * 2 * 128 * 24), peak.detail
     assert 0 < peak.error <= peak.threshold
     assert records["EXPORT:calls"].status == PASS
 
