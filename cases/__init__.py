@@ -22,3 +22,13 @@ def catalogue(family: str, regressions=None) -> list:
     listed = list(module.GRID) + list(module.PINNED)
     ids = {case.id for case in listed}
     return listed + [case for case in found_cases(family, regressions) if case.id not in ids]
+
+
+def long_catalogue(family: str) -> list:
+    """The ``long`` profile's cases of ``family`` (``cases/long.py``): production lengths,
+    not part of the default suite; none for a family without long cases."""
+    if family not in _CATALOGUES:
+        raise KeyError(f"unknown family {family!r}; known families: {', '.join(_CATALOGUES)}")
+    from cases import long
+
+    return long.catalogue(family)

@@ -31,7 +31,7 @@ MASKINGS = [
     dict(causal=True, alignment="top_left"),
     dict(window=(8, 0), alignment="bottom_right"),
     dict(window=(3, 4), alignment="top_left"),
-    dict(mask="bool"),
+    dict(mask="bool", shared_mask=True),  # one mask for the whole batch (all some libraries take)
     dict(mask="additive", causal=True, alignment="bottom_right"),
     dict(softcap=2.5, causal=True, alignment="bottom_right"),
 ]
@@ -61,4 +61,6 @@ PINNED: list[AttentionCase] = [
     # Zero-length calls: no queries; no keys at all (every row empty: output exactly 0).
     AttentionCase(2, 4, 2, 0, 17, 24, 24, dtype="float32", causal=True, seed=1003),
     AttentionCase(2, 4, 2, 5, 0, 24, 24, dtype="float32", seed=1004),
+    # An additive mask shared by the batch, with bottom-right causal on top, GQA, one key past a tile of 64.
+    AttentionCase(2, 4, 2, 9, 65, 40, 40, dtype="float32", causal=True, mask="additive", shared_mask=True, seed=1005),
 ]

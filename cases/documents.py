@@ -18,8 +18,7 @@ from harness.families.documents import DocumentsCase
 LAYOUTS = [
     ((4, 1, 10), 0, (), 0.3),  # length-1 document in the middle
     ((5, 0, 3, 0, 9), 2, (), None),  # empty documents and a slack tail
-    ((3, 6, 1, 10), 0, (5,), None),  # seed 002 in small: past K/V, boundary inside document 1
-    ((3, 6, 1, 10), 3, (2, 5), 0.125),  # the same with three micro-sequences and slack
+    ((3, 6, 1, 10), 3, (2, 5), 0.125),  # seed 002's layout (PINNED) with three micro-sequences and slack
     ((16, 17, 15), 0, (16, 33), None),  # lengths at a tile of 16 +-1, boundaries on document starts
     ((40,), 5, (13, 29), None),  # one long document split three ways
     ((63, 0, 65, 64), 7, (100,), 1.0),  # tile of 64 +-1, an empty document, a cut inside the 65

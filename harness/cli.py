@@ -7,7 +7,9 @@
   attn-oracle fuzz     a long Hypothesis session climbing toward failures; pins each as a regression
   attn-oracle findings the failures of real libraries a run found, with their repro scripts
 
-Bad arguments get one line on stderr and exit status 2; a failing check gives 1.
+Settings in the project's ``[tool.attn-oracle]`` (``harness.config``) fill what the
+command line leaves out. Bad arguments get one line on stderr and exit status 2; a failing
+check (or an adapter error) gives 1.
 """
 
 from __future__ import annotations
@@ -59,11 +61,38 @@ def _chosen_variants(families: list[str], names: list[str] | None) -> list:
     return [v for v in chosen if v.name in names]
 
 
-def _load_variant_files(paths: list[str]) -> None:
+def _load_variant_files(paths: list[str]) -> list:
+    """The variants the files registered."""
     from harness.registry import load_file
 
-    for path in paths:
-        load_file(path)
+    return [v for path in paths for v in load_file(path)]
+
+
+def _project_defaults(args) -> None:
+    """Fill what the command line left out from the project's ``[tool.attn-oracle]``."""
+    from harness.config import load
+
+    project = load()
+    if hasattr(args, "variants_from") and not args.variants_from:
+        args.variants_from = [str(path) for path in project.variants]
+    if hasattr(args, "family") and not args.family and project.families:
+        args.family = list(project.families)
+    if args.command == "run":
+        args.out = args.out or str(project.results or DEFAULT_OUT)
+        if args.profile is None and project.profile in ("ci", "dev"):
+            args.profile = project.profile
+    if args.command == "fuzz" and args.regressions is None:
+        args.regressions = str(project.regressions_folder)
+    if hasattr(args, "builtins"):
+        args.builtins = args.builtins or project.with_builtins(args.variants_from)
+
+
+def _selected_names(args, loaded: list) -> list[str] | None:
+    """--variants, else (variant files named, built-ins not asked for) the files' own variants."""
+    names = _split(args.variants)
+    if names or args.builtins:
+        return names
+    return sorted({v.name for v in loaded}) or None
 
 
 def _init_worker() -> None:
@@ -101,12 +130,14 @@ def cmd_run(args) -> int:
 
     if args.seed is not None and not args.profile:
         raise UsageProblem("--seed chooses the drawn cases: it needs --profile")
+    if args.seed is not None and args.profile == "long":
+        raise UsageProblem("--seed chooses the drawn cases: the long profile draws none")
     register_profiles()
-    _load_variant_files(args.variants_from)
+    loaded = _load_variant_files(args.variants_from)
     families = _split(args.family) or family_names()
     for name in families:
         _family(name)
-    variant_names = _split(args.variants)
+    variant_names = _selected_names(args, loaded)
     _chosen_variants(families, variant_names)  # unknown names are a usage error before anything runs
     from cases import catalogue
 
@@ -129,22 +160,36 @@ def cmd_run(args) -> int:
 
     command = "attn-oracle " + " ".join(shlex.quote(a) for a in args.argv)
     seed = 0 if args.seed is None else args.seed
-    hypothesis = hypothesis_settings(seed, "the drawn cases' seed" + (", the default" if args.seed is None else ""),
-                                     args.profile) if args.profile else {
-        "profile": "none: catalogue cases only (--profile draws more from the strategies)"}
+    if args.profile == "long":
+        hypothesis = {"profile": "long: the production-length cases of cases/long.py, none drawn"}
+    elif args.profile:
+        hypothesis = hypothesis_settings(seed, "the drawn cases' seed" + (", the default" if args.seed is None else ""),
+                                         args.profile)
+    else:
+        hypothesis = {"profile": "none: catalogue cases only (--profile draws more from the strategies)"}
     save_context(out, run_context(command, hypothesis))
     # One job per case, with every family whose catalogue has it (documents and
     # microsequences share cases), so a case's oracle is computed once.
     families_of: dict[str, list[str]] = {}
     for family in families:
-        listed = case_ids or [c.id for c in catalogue(family)]
-        if args.profile and not case_ids:
+        if args.profile == "long":
+            from cases import long_catalogue
+
+            listed = case_ids or [c.id for c in long_catalogue(family)]
+        else:
+            listed = case_ids or [c.id for c in catalogue(family)]
+        if args.profile in ("ci", "dev") and not case_ids:
             from hypothesis import settings
 
             from harness.drawn_cases import drawn_cases
 
             count = settings.get_profile(args.profile).max_examples
-            listed += [c.id for c in drawn_cases(family, count, seed) if c.id not in listed]
+            from harness.registry import variants
+
+            runnable = [v for v in variants(family) if (not variant_names or v.name in variant_names)
+                        and not v.unavailable_reason()]  # cases are drawn within what these take
+            if runnable:
+                listed += [c.id for c in drawn_cases(family, count, seed, runnable) if c.id not in listed]
         for case_id in listed:
             families_of.setdefault(case_id, []).append(family)
     jobs = [(fams, [case_id]) for case_id, fams in families_of.items()]
@@ -162,23 +207,25 @@ def cmd_run(args) -> int:
         interrupted = False
     sys.stderr.write("\n")
     from harness import findings, records
+    from harness.faults import summary_lines
     from harness.report import write_outputs
 
     frame = records.load(out)
     found = findings.write(out, frame)
     paths = write_outputs(out, frame=frame)
     counts = frame["status"].value_counts().to_dict()
-    bad = frame["status"].isin(["fail", "error"])
+    bad = frame["status"].isin(["fail", "error", "adapter_error"])
     known = int((bad & (frame["known_failure"] != "")).sum())
     stale = _stale_declarations(frame)
     print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "error", "unsupported"))
+          + (f", {counts['adapter_error']} adapter_error" if counts.get("adapter_error") else "")
           + (f" ({known} of the failures declared known)" if known else "")
           + f" ({len(frame)} records, {frame['case_id'].nunique()} cases, {frame['variant'].nunique()} variants,"
           f" {time.perf_counter() - start:.1f} s)")
     if found:
         print(f"{len(found)} finding(s) of real libraries ({sum(1 for f in found if f['known'])} known), with their repro "
               f"scripts: attn-oracle findings {shlex.quote(str(out))}")
-    for line in stale:
+    for line in stale + summary_lines(frame):
         print(line)
     for label, path in paths.items():
         print(f"{label}: {path}")
@@ -357,13 +404,13 @@ def cmd_fuzz(args) -> int:
 
     if not args.minutes > 0:
         raise UsageProblem(f"--minutes must be more than 0, not {args.minutes:g}")
-    _load_variant_files(args.variants_from)
+    loaded = _load_variant_files(args.variants_from)
     families = _split(args.family) or [f for f in family_names() if f in fuzz.STRATEGIES]
     for name in families:
         _family(name)
         if name not in fuzz.STRATEGIES:
             raise UsageProblem(fuzz.no_strategy(name))
-    chosen = _chosen_variants(families, _split(args.variants))
+    chosen = _chosen_variants(families, _selected_names(args, loaded))
     results = fuzz.fuzz(chosen, args.minutes, regressions_dir=args.regressions, database=args.database,
                         seed=args.seed, report=fuzz.stderr_line)
     for line in fuzz.summary(results, args.regressions):
@@ -394,10 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--case", action="append", help="run only this case id (repeatable); needs one --family")
     run.add_argument("--workers", type=int, default=1,
                      help="worker processes (default 1); a worker that dies is recorded, the run goes on")
-    run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    run.add_argument("--profile", choices=("ci", "dev"),
-                     help="also run cases drawn from the Hypothesis strategies: as many per family as the profile's "
-                          "max_examples (ci 15, dev 40); default: the catalogue only")
+    run.add_argument("--out", help=f"output folder (default: the project's results, else {DEFAULT_OUT})")
+    run.add_argument("--builtins", action="store_true", default=None,
+                     help="with --variants-from, also run attn-oracle's own variants (default: only the files' ones)")
+    run.add_argument("--profile", choices=("ci", "dev", "long"),
+                     help="ci, dev: also run cases drawn from the Hypothesis strategies, as many per family as the "
+                          "profile's max_examples (ci 15, dev 40); long: instead of the catalogue, the production-length "
+                          "cases of cases/long.py (8k and 16k tokens; 64k and 128k with a GPU); default: the catalogue only")
     run.add_argument("--seed", type=int, help="the seed of the drawn cases (default 0: the same cases every run)")
     run.add_argument("--shard", type=_shard, metavar="I/N",
                      help="run the I-th of N deterministic shares of the cases (merge with attn-oracle report)")
@@ -431,8 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     fz.add_argument("--variants", action="append", help="variant names (repeatable or comma-separated; default all)")
     fz.add_argument("--variants-from", action="append", default=[], metavar="PATH", help="load variants from a file")
     fz.add_argument("--minutes", type=float, default=5.0, help="the whole session, split over the variants (default 5)")
-    fz.add_argument("--regressions", default="regressions", metavar="DIR",
-                    help="where failures are pinned, as DIR/<family>.jsonl (default regressions)")
+    fz.add_argument("--regressions", metavar="DIR",
+                    help="where failures are pinned, as DIR/<family>.jsonl (default: the project's regressions "
+                         "folder, regressions/ in its root)")
+    fz.add_argument("--builtins", action="store_true", default=None,
+                    help="with --variants-from, also fuzz attn-oracle's own variants (default: only the files' ones)")
     fz.add_argument("--database", default=".hypothesis/attn-oracle", metavar="DIR",
                     help="Hypothesis example database (default .hypothesis/attn-oracle)")
     fz.add_argument("--seed", type=int, help="a reproducible session from this seed (the database is then not used)")
@@ -447,16 +500,18 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "workers", 1) < 1:
         return _usage("--workers must be at least 1")
     try:
+        _project_defaults(args)
         return args.func(args)
     except UsageProblem as exc:
         return _usage(str(exc))
     except FileNotFoundError as exc:
         return _usage(str(exc))
     except Exception as exc:
+        from harness.config import ConfigError
         from harness.regressions import RegressionError
         from harness.registry import VariantError
 
-        if isinstance(exc, (VariantError, RegressionError)):
+        if isinstance(exc, (VariantError, RegressionError, ConfigError)):
             return _usage(str(exc))
         raise
 

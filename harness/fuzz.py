@@ -79,11 +79,23 @@ def no_strategy(family: str) -> str:
     return f"family {family!r} has no Hypothesis case strategy to fuzz with; fuzzable families: {', '.join(STRATEGIES)}"
 
 
+def supported_by(variants: list[Variant]):
+    """A predicate on cases: some of ``variants`` takes the case (no whole-case limitation)."""
+    from harness.families import get_family
+
+    def supported(case) -> bool:
+        features = get_family(case.family).case_features(case)
+        return any(v.limitation_for(features, case.dtype) is None for v in variants)
+
+    return supported
+
+
 def strategy_for(variant: Variant):
-    """The family's case strategy, drawing only dtypes the variant takes."""
+    """The family's case strategy, drawing only cases the variant takes (its dtypes, none of
+    its whole-case limitations): a variant without soft-caps spends no examples on them."""
     make, dtypes = STRATEGIES[variant.family]
     wanted = tuple(d for d in dtypes if d in variant.dtypes) or tuple(variant.dtypes)
-    return make(wanted)
+    return make(wanted).filter(supported_by([variant]))
 
 
 @dataclass

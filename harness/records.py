@@ -38,6 +38,9 @@ class Record:
     reproduce: str = ""  # a command that runs just this case and variant
     known_failure: str = ""  # the declared reason when a KnownFailure of the variant covers this row
     provenance: str = ""  # which implementation ran, as the adapter observed it (harness.provenance)
+    grade: str = ""  # the tolerance grade that judged the row: kernel or naive ("" for exact checks)
+    kernel_ratio: float = math.nan  # error / the fp32-accumulate baseline's (harness.tolerance.compare)
+    naive_margin: float = math.nan  # the margin under the naive rule, whatever the grade
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, allow_nan=True)
@@ -69,6 +72,9 @@ def load(source: str | Path) -> pd.DataFrame:
             if name not in frame.columns:
                 frame[name] = ""
         frame[text_columns] = frame[text_columns].fillna("").astype(str)
+        for name in [n for n, f in Record.__dataclass_fields__.items() if f.type == "float"]:
+            if name not in frame.columns:  # likewise a figure saved before it existed: NaN
+                frame[name] = math.nan
         frame["case_params"] = frame["case_params"].map(lambda s: json.loads(s) if s else {})
         return frame
     files = [source] if source.is_file() else sorted(source.glob("records-*.jsonl"))

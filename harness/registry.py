@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+PRECISIONS = ("kernel", "naive")  # harness.tolerance.GRADES
+DEFAULT_PRECISION = "kernel"
 
 
 class VariantError(ValueError):
@@ -58,6 +60,8 @@ class Limitation:
     reason:   why, in one sentence a user can act on.
     features: applies to cases having any of these features (see the family's
               ``case_features``); None: any case.
+    all_features: applies to cases having every one of these features (a
+              combination: ``{"mask:shared", "causal"}``); None: no such condition.
     dtypes:   applies to these case dtypes; None: any dtype.
     checks:   applies to these checks only, named as ``CHECK``, ``CHECK:target`` or
               ``backward`` (every check that needs gradients); None: the whole case.
@@ -67,9 +71,10 @@ class Limitation:
     features: frozenset[str] | None = None
     dtypes: frozenset[str] | None = None
     checks: frozenset[str] | None = None
+    all_features: frozenset[str] | None = None
 
     def __post_init__(self):
-        for name in ("features", "dtypes", "checks"):
+        for name in ("features", "all_features", "dtypes", "checks"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise VariantError(f"Limitation {name} must be a collection of strings, not the string {value!r}")
@@ -78,6 +83,8 @@ class Limitation:
 
     def applies(self, features: frozenset[str], dtype: str, check_tags: frozenset[str] | None = None) -> bool:
         if self.features is not None and not (self.features & features):
+            return False
+        if self.all_features is not None and not (self.all_features <= features):
             return False
         if self.dtypes is not None and dtype not in self.dtypes:
             return False
@@ -89,6 +96,8 @@ class Limitation:
         parts = []
         if self.features is not None:
             parts.append("cases with " + " or ".join(sorted(self.features)))
+        if self.all_features is not None:
+            parts.append("cases with " + " and ".join(sorted(self.all_features)))
         if self.dtypes is not None:
             parts.append("dtype " + " or ".join(sorted(self.dtypes)))
         parts.append("checks " + ", ".join(sorted(self.checks)) if self.checks is not None else "all checks")
@@ -163,6 +172,10 @@ class Variant:
     source: str = ""  # the file it was registered from
     known_failures: tuple[KnownFailure, ...] = ()
     repro: str = ""  # the adapter's body with torch and the library only, for findings' scripts
+    # The tolerance grade its low-dtype results are held to (harness.tolerance): "kernel"
+    # (within a few times the fp32-accumulate baseline's error) or "naive" (the plain
+    # reference in the dtype). README, "Precision grades", says why kernel is the default.
+    precision: str = DEFAULT_PRECISION
     _availability: str | None = field(default=None, repr=False)  # "" when available
 
     def unavailable_reason(self) -> str:
@@ -228,6 +241,8 @@ def register(v: Variant) -> Variant:
     bad_dtypes = set(v.dtypes) - set(DTYPES)
     if bad_dtypes:
         raise VariantError(f"variant {v.name!r}{where}: unknown dtype(s) {sorted(bad_dtypes)}; known: {', '.join(DTYPES)}")
+    if v.precision not in PRECISIONS:
+        raise VariantError(f"variant {v.name!r}{where}: precision must be one of {', '.join(PRECISIONS)}, not {v.precision!r}")
     if v.device not in ("cpu", "cuda"):
         raise VariantError(f"variant {v.name!r}{where}: device must be 'cpu' or 'cuda', not {v.device!r}")
     problem = family.signature_problem(v.fn)
@@ -243,14 +258,15 @@ def register(v: Variant) -> Variant:
 def variant(family: str, name: str, *, dtypes: Iterable[str] = ("float32", "bfloat16", "float16"),
             device: str = "cpu", requires: Iterable[str] = (), limitations: Iterable[Limitation] = (),
             description: str = "", known_failures: Iterable[KnownFailure] = (),
-            repro: str = "") -> Callable[[Callable], Callable]:
+            repro: str = "", precision: str = DEFAULT_PRECISION) -> Callable[[Callable], Callable]:
     """Decorator form of ``register``; returns the function unchanged."""
 
     def decorate(fn: Callable) -> Callable:
         source = inspect.getsourcefile(fn) or "<unknown>"
         doc = description or (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
         register(Variant(family, name, fn, tuple(dtypes), device, tuple(requires), tuple(limitations), doc, source,
-                         known_failures=tuple(known_failures), repro=inspect.cleandoc(repro) if repro else ""))
+                         known_failures=tuple(known_failures), repro=inspect.cleandoc(repro) if repro else "",
+                         precision=precision))
         return fn
 
     return decorate

@@ -10,8 +10,9 @@ A regressions folder holds JSON Lines files, ``<family>.jsonl``, one failure a l
 id); the rest says where the case came from. The suite's catalogue (``cases.catalogue``)
 adds every case of the folder to its family, so every variant of the family runs it.
 
-The folder the suite reads is ``$ATTN_ORACLE_REGRESSIONS`` when set, else
-``regressions/`` beside ``cases/`` (the project root).
+The folder the suite reads is ``$ATTN_ORACLE_REGRESSIONS`` when set, else the project's
+(``harness.config``: ``regressions`` in ``[tool.attn-oracle]``, default ``regressions/`` in
+the project root: the user's project, never the installed package).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def folder() -> Path:
     """The regressions folder the suite reads."""
     if os.environ.get(ENV):
         return Path(os.environ[ENV])
-    import cases
+    from harness.config import load
 
-    return Path(cases.__file__).resolve().parent.parent / "regressions"
+    return load().regressions_folder
 
 
 def entries(where: str | Path | None = None) -> list[tuple[Path, int, dict]]:

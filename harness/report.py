@@ -28,16 +28,16 @@ import numpy as np
 import pandas as pd
 
 from harness import records as record_store
-from harness.status import ERROR, FAIL, PASS, UNSUPPORTED
+from harness.status import ADAPTER_ERROR, ERROR, FAIL, PASS, UNSUPPORTED
 
-STATUS_ORDER = (FAIL, ERROR, PASS, UNSUPPORTED)
+STATUS_ORDER = (FAIL, ERROR, ADAPTER_ERROR, PASS, UNSUPPORTED)
 CONTEXT_FILE = "context.json"
 _CHECK_ORDER = ("OUT", "GRAD", "FIN", "ZERO", "INV", "LAYOUT")
 
 
 def matrix(frame: pd.DataFrame) -> dict:
     """{(family, variant): {check: cell}} and the ordered check names. A cell: its state
-    (pass, fail, known, unsupported), counts by status, reasons (declared known failures
+    (pass, fail, known, adapter_error, unsupported), counts by status, reasons (declared known failures
     first, then limitations) and the smallest margin of its passes."""
     checks = [c for c in _CHECK_ORDER if c in set(frame["check"])]
     checks += sorted(set(frame["check"]) - set(checks))
@@ -54,7 +54,8 @@ def matrix(frame: pd.DataFrame) -> dict:
         n = {s: int(row.get(s, 0)) for s in STATUS_ORDER}
         bad = n[FAIL] + n[ERROR]
         n_known = int(known.get(key, 0))
-        state = ("known" if n_known == bad else "fail") if bad else "pass" if n[PASS] else "unsupported"
+        state = (("known" if n_known == bad else "fail") if bad else ADAPTER_ERROR if n[ADAPTER_ERROR]
+                 else "pass" if n[PASS] else "unsupported")
         margin = min_margin.get(key, np.nan)
         rows.setdefault(key[:2], {})[key[2]] = {
             "state": state, "counts": n, "min_margin": None if pd.isna(margin) else float(margin),
@@ -73,6 +74,31 @@ def margins_table(frame: pd.DataFrame) -> list[dict]:
                      "min": float(margins.min()), "p05": float(margins.quantile(0.05)),
                      "median": float(margins.median()), "closest": f"{closest['case_id']} ({closest['target']})"})
     return sorted(rows, key=lambda r: r["min"])
+
+
+LOW_DTYPES = ("bfloat16", "float16")  # the dtypes with an fp32-accumulate baseline (harness.tolerance)
+KERNEL, NAIVE = "kernel", "naive"  # harness.tolerance's grades, by name (the report imports no torch)
+
+
+def grades_table(frame: pd.DataFrame) -> list[dict]:
+    """Per family, variant and low dtype: the grade its rows were judged by, its worst
+    ``kernel_ratio`` (error / the fp32-accumulate baseline's: 1 = as good as float32
+    accumulation) and where, the smallest margin under that grade and under the naive
+    rule, and its failures. Worst ratio first; saved results without the columns give none."""
+    if "kernel_ratio" not in frame.columns:
+        return []
+    ratios = pd.to_numeric(frame["kernel_ratio"], errors="coerce")
+    rated = frame[frame["dtype"].isin(LOW_DTYPES) & ratios.notna()].assign(kernel_ratio=ratios)
+    rows = []
+    for (family, variant, dtype), group in rated.groupby(["family", "variant", "dtype"], sort=True):
+        worst = group.loc[group["kernel_ratio"].idxmax()]
+        rows.append({"family": family, "variant": variant, "dtype": dtype,
+                     "grade": KERNEL if (group["grade"] == KERNEL).any() else NAIVE,  # SPLIT rows stay naive
+                     "rows": len(group), "worst_ratio": float(worst["kernel_ratio"]),
+                     "worst": f"{worst['case_id']} ({worst['check']}:{worst['target']})",
+                     "min_margin": float(group["margin"].min()), "min_naive_margin": float(group["naive_margin"].min()),
+                     "failures": int(group["status"].isin([FAIL, ERROR]).sum())})
+    return sorted(rows, key=lambda r: -r["worst_ratio"])
 
 
 def cases_json(frame: pd.DataFrame) -> str:
@@ -188,7 +214,7 @@ def render_html(frame: pd.DataFrame, context: dict, rendered_by: str = "", findi
     return env.get_template("report.html.j2").render(
         environment=context.get("environment", {}), command=context.get("command", ""), rendered_by=rendered_by,
         hypothesis=context.get("hypothesis", {}), totals=totals, known=known, total=len(frame), matrix=matrix(frame),
-        margins=margins_table(frame), plots=plots(frame), failures=_failures(frame, context.get("regressions", [])),
+        margins=margins_table(frame), grades=grades_table(frame), plots=plots(frame), failures=_failures(frame, context.get("regressions", [])),
         findings=_findings(findings),
         limitations=context.get("limitations", []), cases=frame["case_id"].nunique(),
         variants=frame["variant"].nunique(), cases_json=cases_json(frame), slack_pattern=SLACK_PATTERN,

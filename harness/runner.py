@@ -11,11 +11,12 @@ import shlex
 import time
 from collections import OrderedDict
 
-from harness import provenance
+from harness import faults, provenance
 from harness.families import get_family
+from harness.oracle_device import oracle_device
 from harness.records import Record
 from harness.registry import Variant
-from harness.tolerance import UNSUPPORTED
+from harness.tolerance import UNSUPPORTED, graded
 
 
 class OracleCache:
@@ -26,12 +27,15 @@ class OracleCache:
         self._items: OrderedDict = OrderedDict()
         self.computed = 0  # how many oracles were actually run
 
-    def get(self, case):
+    def get(self, case, device: str = "cpu"):
+        """The oracle of ``case``; a family with ``oracle_on_device`` computes it on
+        ``oracle_device(device)`` (the variant's GPU, else the CPU) the first time."""
         key = (case.family, case.id)
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        value = get_family(case.family).oracle(case)  # the case type's own family computes the truth
+        family = get_family(case.family)  # the case type's own family computes the truth
+        value = family.oracle(case, device=oracle_device(device)) if family.oracle_on_device else family.oracle(case)
         self.computed += 1
         self._items[key] = value
         if len(self._items) > self.capacity:
@@ -73,9 +77,9 @@ def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
             wanted.append(spec)
     if not wanted:
         return records
-    oracle = oracles.get(case)
+    oracle = oracles.get(case, variant.device)
     start = time.perf_counter()
-    with provenance.collected() as ran:
+    with provenance.collected() as ran, faults.adapter(variant.source), graded(variant.precision):
         comparisons = family.run(case, variant.fn, variant.device, oracle, wanted)
     seconds = time.perf_counter() - start
     for spec in wanted:
@@ -85,7 +89,8 @@ def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
                               rel_rms=c.rel_rms, rel_rms_threshold=c.rel_rms_threshold, margin=c.margin,
                               worst_index=str(c.worst_index) if c.worst_index is not None else "",
                               detail=c.detail, seconds=seconds, known_failure=known.reason if known else "",
-                              provenance="; ".join(ran), **common))
+                              provenance="; ".join(ran), grade=c.grade, kernel_ratio=c.kernel_ratio,
+                              naive_margin=c.naive_margin, **common))
     return records
 
 

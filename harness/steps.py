@@ -20,15 +20,17 @@ def _with_detail(result: Comparison, text: str) -> Comparison:
 
 
 def compare_calls(check: str, target: str, got: list, truth: list, baseline: list, dtype: torch.dtype,
-                  describe_call: Callable[[int], str], dim: int = 1) -> Comparison:
-    """Tolerance rule over every call; on failure the detail says which call diverged first."""
+                  describe_call: Callable[[int], str], dim: int = 1, base32: list | None = None) -> Comparison:
+    """Tolerance rule over every call; on failure the detail says which call diverged first.
+    ``base32``: the fp32-accumulate baseline per call (low dtypes), else None."""
     if len(got) != len(truth):
         return Comparison(check, target, FAIL, detail=f"{len(got)} call results for {len(truth)} calls")
-    whole = compare(check, target, torch.cat(got, dim), torch.cat(truth, dim), torch.cat(baseline, dim), dtype)
+    whole = compare(check, target, torch.cat(got, dim), torch.cat(truth, dim), torch.cat(baseline, dim), dtype,
+                    base32=None if base32 is None else torch.cat(base32, dim))
     if whole.status == PASS:
         return whole
     for call, (g, t, b) in enumerate(zip(got, truth, baseline)):
-        alone = compare(check, target, g, t, b, dtype)
+        alone = compare(check, target, g, t, b, dtype, base32=None if base32 is None else base32[call])
         if alone.status != PASS:
             where = f" at index {alone.worst_index}" if alone.worst_index else ""
             return _with_detail(whole, f"first diverging call: {describe_call(call)} (error {alone.error:.3g}{where})")

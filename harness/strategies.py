@@ -60,11 +60,12 @@ def attention_cases(draw, dtypes=("float32", "bfloat16", "float16"), max_len: in
     head_dim_v = draw(st.just(head_dim) | dims)
     causal = draw(st.booleans())
     window = draw(st.none() | st.tuples(st.none() | st.integers(0, max_len), st.none() | st.integers(0, max_len)))
+    mask = draw(st.sampled_from(["none", "bool", "additive"]))
     return AttentionCase(
         batch=draw(st.integers(1, 2)), heads_q=heads_kv * group, heads_kv=heads_kv, len_q=len_q, len_k=len_k,
         head_dim=head_dim, head_dim_v=head_dim_v, dtype=draw(st.sampled_from(dtypes)), causal=causal,
         alignment=draw(st.sampled_from(["bottom_right", "top_left"])), window=window,
-        mask=draw(st.sampled_from(["none", "bool", "additive"])),
+        mask=mask, shared_mask=mask != "none" and draw(st.booleans()),
         softcap=draw(st.none() | st.sampled_from([2.5, 30.0])), scale=draw(st.none() | st.sampled_from(CUSTOM_SCALES)),
         seed=draw(st.integers(0, 2**16)),
     )

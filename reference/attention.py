@@ -48,18 +48,21 @@ def visibility(
     alignment: str = "bottom_right",
     mask: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
+    rows: slice = slice(None),
 ) -> torch.Tensor:
     """Boolean ``[..., Lq, Lk]`` tensor: True where query i may attend to key j.
 
     A float ``mask`` contributes its ``-inf`` entries; a boolean one contributes itself.
+    ``rows`` keeps only those query rows (``[..., len(rows), Lk]``, for a blocked twin);
+    a mask given with it must already hold just those rows (or broadcast over them).
     """
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
     offset = len_k - len_q if alignment == "bottom_right" else 0
-    i = torch.arange(len_q, device=device)[:, None]
+    i = torch.arange(len_q, device=device)[rows][:, None]
     j = torch.arange(len_k, device=device)[None, :]
     diagonal = i + offset
-    visible = torch.ones(len_q, len_k, dtype=torch.bool, device=device)
+    visible = torch.ones(i.shape[0], len_k, dtype=torch.bool, device=device)
     if causal:
         visible &= j <= diagonal
     left, right = window if window is not None else (None, None)

@@ -38,8 +38,11 @@ def document_attention(
     first_document_begin: int = 0,
     scale: float | None = None,
     causal: bool = True,
+    attend=attention,
 ) -> torch.Tensor:
-    """q ``[Tq, Hq, D]``, k ``[Tk, Hkv, D]``, v ``[Tk, Hkv, Dv]`` -> out ``[Tq, Hq, Dv]``."""
+    """q ``[Tq, Hq, D]``, k ``[Tk, Hkv, D]``, v ``[Tk, Hkv, Dv]`` -> out ``[Tq, Hq, Dv]``.
+
+    ``attend`` computes each document (``reference.attention``; the blocked twin for long ones)."""
     pieces = []
     cu_q, cu_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
     for i in range(len(cu_q) - 1):
@@ -47,8 +50,8 @@ def document_attention(
         k_i = k[first_document_begin + cu_k[i]:first_document_begin + cu_k[i + 1]]
         v_i = v[first_document_begin + cu_k[i]:first_document_begin + cu_k[i + 1]]
         # attention() takes [B, H, L, D]: one batch row, heads first.
-        out_i, _ = attention(q_i.transpose(0, 1)[None], k_i.transpose(0, 1)[None], v_i.transpose(0, 1)[None],
-                             scale=scale, causal=causal, alignment="bottom_right")
+        out_i, _ = attend(q_i.transpose(0, 1)[None], k_i.transpose(0, 1)[None], v_i.transpose(0, 1)[None],
+                          scale=scale, causal=causal, alignment="bottom_right")
         pieces.append(out_i[0].transpose(0, 1))
     slack = q.shape[0] - cu_q[-1]
     pieces.append(q.new_zeros(slack, q.shape[1], v.shape[2]))

@@ -72,26 +72,27 @@ def cache_after(kind: str, capacity: int, values: torch.Tensor, end: int, initia
     return cache
 
 
-def call_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None, scale: float) -> torch.Tensor:
+def call_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None, scale: float,
+                   attend=attention) -> torch.Tensor:
     """The full recomputation for one call: ``q [B, n, H, D]`` holds the call's queries
     (the last n positions), ``k, v [B, p + n, Hkv, D]`` every token so far.
-    Returns ``[B, n, H, D]``."""
+    Returns ``[B, n, H, D]``. ``attend``: ``reference.attention`` (its blocked twin for long calls)."""
     w = None if window is None else (window - 1, 0)  # i - (w - 1) <= j <= i: exactly w keys
-    out, _ = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=scale,
+    out, _ = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=scale,
                        causal=True, window=w, alignment="bottom_right")
     return out.transpose(1, 2)
 
 
 def cached_attention_steps(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, schedule: tuple[int, ...], *,
                            kind: str, capacity: int, window: int | None, scale: float,
-                           initial: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                           initial: torch.Tensor, attend=attention) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Every call of ``schedule`` over the whole sequence ``q [B, T, H, D]``,
     ``k, v [B, T, Hkv, D]``: per call ``(out [B, n, H, D], k_cache, v_cache)``, the
     caches ``[B, S, Hkv, D]`` after the call, both starting from ``initial``."""
     results = []
     for start, length in call_positions(schedule):
         end = start + length
-        out = call_attention(q[:, start:end], k[:, :end], v[:, :end], window, scale)
+        out = call_attention(q[:, start:end], k[:, :end], v[:, :end], window, scale, attend)
         results.append((out, cache_after(kind, capacity, k, end, initial), cache_after(kind, capacity, v, end, initial)))
     return results
 

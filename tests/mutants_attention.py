@@ -11,7 +11,8 @@ import torch
 
 
 def plain_attention(q, k, v, *, scale, causal, window, alignment, mask, softcap,
-                    align=None, scale_factor=1.0, head_map="grouped", hide="masked_fill", empty_rows="zero"):
+                    align=None, scale_factor=1.0, head_map="grouped", hide="masked_fill", empty_rows="zero",
+                    accumulate=None):
     """Correct with the defaults; each keyword argument after ``softcap`` is a bug knob."""
     len_q, len_k = q.shape[-2], k.shape[-2]
     group = q.shape[1] // k.shape[1]
@@ -53,7 +54,16 @@ def plain_attention(q, k, v, *, scale, causal, window, alignment, mask, softcap,
     p = torch.softmax(s.masked_fill(empty, 0.0) if empty_rows == "zero" and hide == "masked_fill" else s, dim=-1)
     if empty_rows == "zero":
         p = torch.where(empty, 0.0, p)
-    return p @ v
+    return p @ v if accumulate is None else _summed_key_by_key(p, v, accumulate)
+
+
+def _summed_key_by_key(p, v, dtype):
+    """P @ V [B, H, Lq, Dv] summed one key at a time into an accumulator of ``dtype``
+    (each partial sum rounded to it, as a kernel with a ``dtype`` accumulator does)."""
+    acc = p.new_zeros(*p.shape[:-1], v.shape[-1]).to(dtype)
+    for j in range(v.shape[-2]):
+        acc = (acc.to(p.dtype) + p[..., j, None] * v[..., j, None, :]).to(dtype)
+    return acc.to(p.dtype)
 
 
 def top_left_instead_of_bottom_right(q, k, v, **kw):
@@ -367,3 +377,22 @@ def dq_order_follows_a_call_counter(q, k, v, *, scale, causal, window, alignment
         s = softcap * torch.tanh(s / softcap)
     keep, bias = _visible(q.shape[-2], k.shape[-2], causal=causal, window=window, alignment=alignment, mask=mask)
     return _attention_from_scores(s if bias is None else s + bias, v, keep, group)
+
+
+# -------------------------------------------------------- precision (the kernel grade)
+
+def _in_float32(q, k, v, mask, **kw):
+    """plain_attention with float32 arithmetic on the inputs as given, the output rounded back."""
+    mask = mask if mask is None or mask.dtype == torch.bool else mask.float()
+    return plain_attention(q.float(), k.float(), v.float(), mask=mask, **kw).to(q.dtype)
+
+
+def float32_accumulate(q, k, v, *, mask, **kw):
+    """Correct and well made: every sum in float32, the output rounded to the input dtype."""
+    return _in_float32(q, k, v, mask, **kw)
+
+
+def pv_accumulated_in_input_dtype(q, k, v, *, mask, **kw):
+    """Scores and softmax in float32, but P @ V summed key by key in the input dtype:
+    as accurate as the naive low-precision code, far from a float32-accumulating kernel."""
+    return _in_float32(q, k, v, mask, accumulate=q.dtype, **kw)

@@ -32,7 +32,7 @@ def plain_gated_delta(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, 
 def _one_sequence(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm,
                       decay_after_update=False, use_beta=True, use_initial_state=True, chunk_readds_initial=0,
                       state_dtype=None, initial_state_transposed=False, detach=(), empty_state_unwritten=False,
-                      wide_output=False):
+                      wide_output=False, state_rounded_after_decay=False):
     """Correct with the defaults (computes in the input dtype); each keyword after use_qk_l2norm is a bug knob."""
     if use_qk_l2norm:
         q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + 1e-6)
@@ -57,6 +57,8 @@ def _one_sequence(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm,
             state = state + carried[..., None] * h0  # the initial state's contribution added again
         if not decay_after_update:
             state = decay[:, t, :, :, None] * state
+            if state_rounded_after_decay:  # a state buffer of state_dtype, written by the decay too
+                state = state.to(state_dtype).to(q.dtype)
         carried = carried * decay[:, t]
         b = beta[:, t, :, None] if use_beta else 1.0
         delta = b * (v[:, t] - torch.einsum("bhkv,bhk->bhv", state, k[:, t]))
@@ -429,3 +431,24 @@ def block_output_order_depends_on_the_call_count(weights, steps, **kw):
     chosen by a call counter): each run is accurate, two identical runs differ in the low bits."""
     BLOCK_CALLS[0] += 1
     return block_steps(weights, steps, **kw, wide_out_proj=BLOCK_CALLS[0] % 2 == 0)
+
+
+# -------------------------------------------------------- precision (the kernel grade)
+
+def _in_float32(q, k, v, g, beta, *, initial_state, **kw):
+    """plain_gated_delta with float32 arithmetic on the inputs as given, results rounded back."""
+    out, state = plain_gated_delta(q.float(), k.float(), v.float(), g.float(), beta.float(),
+                                   initial_state=initial_state.float(), **kw)
+    return out.to(q.dtype), state.to(q.dtype)
+
+
+def float32_state(q, k, v, g, beta, **kw):
+    """Correct and well made: the state and every sum in float32, results rounded to the input dtype."""
+    return _in_float32(q, k, v, g, beta, **kw)
+
+
+def state_accumulated_in_input_dtype(q, k, v, g, beta, **kw):
+    """Float32 arithmetic, but the state held in the input dtype: rounded after every
+    token's decay and after its update, as a state buffer of that dtype is. As accurate
+    as the naive low-precision code, far from a float32 state."""
+    return _in_float32(q, k, v, g, beta, state_dtype=q.dtype, state_rounded_after_decay=True, **kw)

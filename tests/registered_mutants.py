@@ -27,13 +27,16 @@ from harness.registry import Variant, register  # noqa: E402
 MUTANTS = {
     "attention": (("float32", "bfloat16", "float16"), attention,
                   ("top_left_instead_of_bottom_right", "scale_applied_twice", "gqa_heads_tiled",
-                   "nan_on_fully_masked_row", "masked_keys_leak_through_finite_bias", "key_detached")),
+                   "nan_on_fully_masked_row", "masked_keys_leak_through_finite_bias", "key_detached",
+                   "reads_past_the_key_tail", "fully_masked_rows_left_unwritten", "split_order_follows_a_call_counter")),
     "documents": (("float32",), documents, ("non_canonical_cu_seqlens_k", "leaks_across_documents", "forgets_past_kv")),
     "gated_delta": (("float32",), gated_delta,
-                    ("decay_after_update", "beta_dropped", "initial_state_ignored", "state_not_reset_between_documents")),
+                    ("decay_after_update", "beta_dropped", "initial_state_ignored", "state_not_reset_between_documents",
+                     "chunk_reads_past_the_end")),
     "kv_cache": (("float32",), kv_cache,
                  ("window_admits_one_more", "ring_wraps_early", "writes_one_slot_late", "decode_writes_swapped_rows",
-                  "extend_ignores_new_keys", "reads_unwritten_slots", "nan_after_prefill")),
+                  "extend_ignores_new_keys", "reads_unwritten_slots", "nan_after_prefill", "evicts_at_the_window_edge",
+                  "reads_whole_tiles_past_the_call", "accumulates_into_an_unzeroed_output")),
 }
 
 for family, (dtypes, module, names) in MUTANTS.items():

@@ -117,3 +117,24 @@ def test_case_ids_round_trip():
     assert case_from_id(CASE.id) == CASE
     with pytest.raises(ValueError, match="the first call must start at position 0"):
         BlockCase(1, 8, 1, 1, 4, 4, schedule=((3, 1),))
+
+
+def test_qwen3_next_layer_matches_qwen3_5_layer_on_the_same_weights():
+    """The fused, per-group interleaved projections of Qwen3-Next are the case's rows permuted:
+    on CASE (2 key heads, 4 value heads, so the interleave matters) both layers agree."""
+    pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
+    from harness.families.gdn_block import make_inputs
+    from harness.variants import transformers_gdn_layer as layers
+
+    shape = dict(heads_k=CASE.heads_k, heads_v=CASE.heads_v, dim_k=CASE.dim_k, dim_v=CASE.dim_v)
+    qkvz, ba = layers._qwen3_next_rows(**shape)
+    assert sorted(qkvz.tolist()) == list(range(CASE.conv_dim + CASE.heads_v * CASE.dim_v))
+    assert ba.tolist() == [0, 1, 4, 5, 2, 3, 6, 7]  # b of heads 0, 1, a of heads 0, 1; then heads 2, 3
+    inputs = make_inputs(CASE)
+    weights = {n: w.float() for n, w in inputs["weights"].items()}
+    steps = [(x.float(), pos) for x, pos in inputs["steps"]]
+    ours = layers.transformers_qwen3_5_gdn_layer(weights, steps, **shape, eps=1e-6)
+    theirs = layers.transformers_qwen3_next_gdn_layer(weights, steps, **shape, eps=1e-6)
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        for name, x, y in zip(("y", "conv_state", "recurrent_state"), a, b):
+            torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6, msg=lambda text: f"step {step} {name}: {text}")

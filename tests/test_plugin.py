@@ -57,7 +57,7 @@ def test_an_xdist_worker_that_dies_is_recorded_as_an_error_of_its_item(tmp_path)
     # a plain float32 case of the attention catalogue, whatever the catalogue holds today
     case = next(c.id for c in catalogue("attention") if c.dtype == "float32" and c.mask == "none" and not c.causal
                 and c.window is None and c.softcap is None)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--variants-from", str(crashing), "-q", "-n", "2", "--dist", "load",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--variants-from", str(crashing), "--attn-builtins", "-q", "-n", "2", "--dist", "load",
                            "--attn-results", str(tmp_path / "results"),
                            *(f"tests/test_equivalence.py::test_equivalence[{v}-OUT-{case}]" for v in ("aborts_in_c", "sdpa_math"))],
                           cwd=ROOT, capture_output=True, text=True)
@@ -70,3 +70,14 @@ def test_an_xdist_worker_that_dies_is_recorded_as_an_error_of_its_item(tmp_path)
     assert set(zip(crashed["check"], crashed["status"], crashed["case_id"])) == {("OUT", "error", case)}
     assert crashed["detail"].str.contains("pytest-xdist worker died").all()
     assert set(table.loc[table["variant"] == "sdpa_math", "status"]) == {"pass"}  # the rest of the run went on
+
+
+def test_variant_files_without_the_suite_module_get_a_hint_not_silence(tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "from harness.registry import variant\n\n@variant('attention', 'mine', dtypes=('float32',))\n"
+        "def mine(q, k, v, *, scale, causal, window, alignment, mask, softcap):\n    return q\n")
+    (tmp_path / "test_other.py").write_text("def test_other():\n    pass\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--variants-from", "mine.py"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "from harness.pytest_suite import test_equivalence" in proc.stdout  # how to opt in, said once

@@ -105,3 +105,17 @@ def test_limitations_apply_to_whole_cases_or_to_named_checks_only():
     assert by_check[("OUT", "out")] == by_check[("LAYOUT", "strided")] == "pass"
     other_dtype = _variant(dtypes=("bfloat16",))
     assert "does not take float32" in evaluate(CASE, other_dtype, OracleCache())[0].detail
+
+
+def test_a_limitation_on_a_combination_applies_only_where_every_feature_is_present():
+    both = Limitation("no mask together with is_causal", all_features={"mask:shared", "causal"})
+    assert both.applies(frozenset({"mask:shared", "causal", "gqa"}), "float32")
+    assert not both.applies(frozenset({"mask:shared"}), "float32")
+    assert not both.applies(frozenset({"causal"}), "float32")
+    assert both.describe().startswith("cases with causal and mask:shared")
+    # with ``features`` too, both conditions must hold: any of these, and all of those
+    narrow = Limitation("r", features={"gqa", "decode"}, all_features={"causal", "window"})
+    assert narrow.applies(frozenset({"decode", "causal", "window"}), "float32")
+    assert not narrow.applies(frozenset({"causal", "window"}), "float32")
+    with pytest.raises(VariantError, match="all_features must be a collection"):
+        Limitation("r", all_features="causal")

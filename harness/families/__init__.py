@@ -95,6 +95,8 @@ class Family:
     run: Callable
     # case -> why no variant can run it here ("" when it can): a case whose module needs a peer's package
     case_unavailable: Callable = lambda case: ""
+    # oracle(case, device=...) computes on that device (harness.oracle_device) and returns CPU tensors
+    oracle_on_device: bool = False
 
     def signature_problem(self, fn) -> str:
         return signature_problem(fn, self.positional, self.keywords)
@@ -102,8 +104,10 @@ class Family:
 
 def run_guarded(results: dict, wanted: list, specs: list, body: Callable) -> None:
     """Call ``body`` with the wanted ones among ``specs``; if the variant raises, each of
-    them gets an ``error`` comparison saying what it raised (a result, not a crash)."""
-    from harness.tolerance import ERROR, Comparison
+    them gets an ``error`` comparison saying what it raised (a result, not a crash), or an
+    ``adapter_error`` where the adapter's own code made the mistake (``harness.faults``)."""
+    from harness.faults import classified
+    from harness.tolerance import Comparison
 
     here = [s for s in specs if s in wanted]
     if not here:
@@ -111,6 +115,20 @@ def run_guarded(results: dict, wanted: list, specs: list, body: Callable) -> Non
     try:
         body(here)
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        status, detail = classified(exc)  # the implementation's error, or a mistake in the adapter's code
         for spec in here:
-            results.setdefault(spec.key, Comparison(spec.check, spec.target, ERROR, detail=f"{type(exc).__name__}: {text}"[:500]))
+            results.setdefault(spec.key, Comparison(spec.check, spec.target, status, detail=detail))
+
+
+def forward_then_backward(results: dict, specs: list, judged: Callable, run_backward: Callable) -> None:
+    """Judge the forward specs among ``specs``, then run the backward and judge the ones that need
+    gradients: a backward that raises leaves the forward results standing (``run_guarded`` keeps
+    what is set and gives the rest the error). ``judged(spec, grads)`` returns a comparison."""
+    for spec in specs:
+        if not spec.backward:
+            results[spec.key] = judged(spec, {})
+    if any(spec.backward for spec in specs):
+        grads = run_backward()
+        for spec in specs:
+            if spec.backward:
+                results[spec.key] = judged(spec, grads)

@@ -11,7 +11,8 @@ Adapter contract (all tensors on the variant's device, in the case dtype)::
     alignment "bottom_right" (flash-attention) or "top_left" (torch SDPA is_causal)
     window    None or (left, right), each an int or None (unbounded)
     mask      None, or a tensor broadcastable to [B, Hq, Lq, Lk]: bool (True =
-              attend) or additive float (-inf hides a key); here always [B, 1, Lq, Lk]
+              attend) or additive float (-inf hides a key); here [B, 1, Lq, Lk],
+              or [1, 1, Lq, Lk] when the case's mask is shared by the whole batch
     softcap   None or float: scores become softcap * tanh(scores / softcap)
 
 See ``reference.attention`` for the exact semantics, including the GQA head mapping
@@ -41,11 +42,14 @@ from dataclasses import asdict, dataclass
 import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
-from harness.families import CheckSpec, Family, run_guarded
+from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
+from harness.faults import AdapterContractError
 from harness.gradients import gradients
 from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
-from harness.tolerance import ERROR, FAIL, Comparison, all_finite, compare, exact_zero
-from reference.attention import attention, visibility
+from harness.tolerance import ERROR, FAIL, LOW_DTYPES, Comparison, all_finite, compare, exact_zero
+from harness.oracle_device import moved
+from reference.attention import attention
+from reference.attention_blocked import blocked_attention, coverage
 
 _ALIGN_TOKENS = {"bottom_right": "br", "top_left": "tl"}
 # INV poisons keys that no query may see with large values that stay finite in every
@@ -72,6 +76,7 @@ class AttentionCase:
     alignment: str = "bottom_right"
     window: tuple[int | None, int | None] | None = None
     mask: str = "none"  # "none", "bool" or "additive"
+    shared_mask: bool = False  # one [1, 1, Lq, Lk] mask for every batch row (libraries that take only that)
     softcap: float | None = None
     scale: float | None = None
     seed: int = 0
@@ -92,6 +97,8 @@ class AttentionCase:
             problems.append(f"alignment {self.alignment!r} is not one of {', '.join(_ALIGN_TOKENS)}")
         if self.mask not in ("none", "bool", "additive"):
             problems.append(f"mask {self.mask!r} is not one of none, bool, additive")
+        if self.shared_mask and self.mask == "none":
+            problems.append("shared_mask needs a mask")
         if self.window is not None and (len(self.window) != 2 or any(w is not None and w < 0 for w in self.window)):
             problems.append(f"window {self.window!r} must be (left, right) with each >= 0 or None")
         if problems:
@@ -108,6 +115,8 @@ class AttentionCase:
             parts.append("w" + "_".join("n" if w is None else str(w) for w in self.window))
         if self.mask != "none":
             parts.append("m" + self.mask)
+        if self.shared_mask:
+            parts.append("shared")
         if self.softcap is not None:
             parts.append(f"cap{self.softcap:g}")
         if self.scale is not None:
@@ -121,7 +130,7 @@ class AttentionCase:
 
     def describe(self) -> str:
         masking = [name for name, on in (("causal", self.causal), (f"window {self.window}", self.window is not None),
-                                         (f"{self.mask} mask", self.mask != "none"), (f"softcap {self.softcap}", self.softcap is not None)) if on]
+                                         (f"{self.mask} mask" + (" shared by the batch" if self.shared_mask else ""), self.mask != "none"), (f"softcap {self.softcap}", self.softcap is not None)) if on]
         return (f"B={self.batch}, Hq={self.heads_q}, Hkv={self.heads_kv}, Lq={self.len_q}, Lk={self.len_k}, "
                 f"D={self.head_dim}, Dv={self.head_dim_v}, {self.dtype}, {self.alignment.replace('_', '-')} alignment"
                 + (", " + ", ".join(masking) if masking else ", no masking") + f", seed {self.seed}")
@@ -143,6 +152,8 @@ def case_from_id(text: str) -> AttentionCase:
                 fields["alignment"] = aligns[token]
             elif token == "causal":
                 fields["causal"] = True
+            elif token == "shared":
+                fields["shared_mask"] = True
             elif token.startswith("cap"):
                 fields["softcap"] = float(token[3:])
             elif token.startswith("sc"):
@@ -182,7 +193,8 @@ def make_inputs(case: AttentionCase) -> dict[str, torch.Tensor | None]:
     inputs = {"q": randn(B, Hq, Lq, case.head_dim), "k": randn(B, Hkv, Lk, case.head_dim),
               "v": randn(B, Hkv, Lk, case.head_dim_v), "dout": randn(B, Hq, Lq, case.head_dim_v), "mask": None}
     if case.mask != "none":
-        keep = torch.rand(B, 1, Lq, Lk, generator=gen) < 0.8
+        rows = 1 if case.shared_mask else B
+        keep = torch.rand(rows, 1, Lq, Lk, generator=gen) < 0.8
         if Lq > 1:
             keep[0, :, Lq // 2, :] = False  # a fully-masked row
         if Lk > 1:
@@ -190,7 +202,7 @@ def make_inputs(case: AttentionCase) -> dict[str, torch.Tensor | None]:
         if case.mask == "bool":
             inputs["mask"] = keep
         else:
-            bias = randn(B, 1, Lq, Lk) * 0.5
+            bias = randn(rows, 1, Lq, Lk) * 0.5
             inputs["mask"] = bias.masked_fill(~keep, -math.inf)
     return inputs
 
@@ -200,29 +212,50 @@ def _kwargs(case: AttentionCase, mask):
                 mask=mask, softcap=case.softcap)
 
 
-def _visible(case: AttentionCase, mask) -> torch.Tensor:
-    """Bool [B, Hq, Lq, Lk]."""
-    vis = visibility(case.len_q, case.len_k, causal=case.causal, window=case.window, alignment=case.alignment, mask=mask)
-    return vis.expand(case.batch, case.heads_q, case.len_q, case.len_k)
+# From this many scores (B * Hq * Lq * Lk: 128 MiB per float64 tensor) the oracle and its
+# baselines use the row-blocked twin, which tests/test_blocked_oracles.py holds to the plain one.
+BLOCKED_ORACLE_FROM = 2 ** 24
+# From this many scores in one call a case has the feature "long" (512 MiB per float32
+# score tensor): variants that materialise the scores declare it a limitation.
+LONG_SCORES = 2 ** 27
+
+
+def _attend(case: AttentionCase):
+    """``reference.attention``, or its row-blocked twin for a case of BLOCKED_ORACLE_FROM scores or more."""
+    scores = case.batch * case.heads_q * case.len_q * case.len_k
+    return blocked_attention if scores >= BLOCKED_ORACLE_FROM else attention
+
+
+def _coverage(case: AttentionCase, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fully-masked rows, bool [B, Hq, Lq, 1]; keys no query of their kv head's group sees,
+    bool [B, Hkv, Lk, 1]), computed a block of rows at a time (no [Lq, Lk] tensor kept)."""
+    rows, keys = coverage(case.len_q, case.len_k, causal=case.causal, window=case.window, alignment=case.alignment, mask=mask)
+    group = case.heads_q // case.heads_kv
+    seen = keys.expand(case.batch, case.heads_q, case.len_k).reshape(case.batch, case.heads_kv, group, case.len_k).any(2)
+    return ~rows.expand(case.batch, case.heads_q, case.len_q)[..., None], ~seen[..., None]
 
 
 @functools.lru_cache(maxsize=4096)
-def _case_visibility(case: AttentionCase) -> torch.Tensor:
-    """Bool [B, Hq, Lq, Lk] for the case's own mask; features and check lists ask often."""
-    return _visible(case, make_inputs(case)["mask"])
+def _case_coverage(case: AttentionCase) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_coverage`` for the case's own mask; features and check lists ask often."""
+    return _coverage(case, make_inputs(case)["mask"])
 
 
 @functools.lru_cache(maxsize=4096)
 def case_features(case: AttentionCase) -> frozenset[str]:
-    vis = _case_visibility(case)
+    fully_masked, _ = _case_coverage(case)
     features = {f"alignment:{case.alignment}", f"head_dim:{case.head_dim}"}
-    for name, on in (("causal", case.causal), (f"causal:{case.alignment}", case.causal), ("window", case.window is not None), ("mask:bool", case.mask == "bool"),
-                     ("mask:additive", case.mask == "additive"), ("softcap", case.softcap is not None),
+    for name, on in (("causal", case.causal), (f"causal:{case.alignment}", case.causal), ("window", case.window is not None),
+                     ("window:right", case.window is not None and case.window[1] != 0),  # it looks ahead of the diagonal
+                     (f"window:{case.alignment}", case.window is not None), ("mask:bool", case.mask == "bool"),
+                     ("mask:additive", case.mask == "additive"), ("mask:shared", case.shared_mask),
+                     ("mask:per_row", case.mask != "none" and not case.shared_mask), ("softcap", case.softcap is not None),
                      ("custom_scale", case.scale is not None), ("gqa", case.heads_q != case.heads_kv),
                      ("dk!=dv", case.head_dim != case.head_dim_v), ("lq!=lk", case.len_q != case.len_k),
                      ("lq>lk", case.len_q > case.len_k), ("decode", case.len_q == 1),
                      ("no_queries", case.len_q == 0), ("no_keys", case.len_k == 0),
-                     ("fully_masked_rows", not bool(vis.any(-1).all()))):
+                     ("fully_masked_rows", bool(fully_masked.any())),
+                     ("long", case.batch * case.heads_q * case.len_q * case.len_k >= LONG_SCORES)):
         if on:
             features.add(name)
     return frozenset(features)
@@ -242,6 +275,11 @@ class AttentionOracle:
     expanded_inputs: dict  # k, v sharing one slice along a stride-0 dim (LAYOUT:expanded)
     expanded_out: torch.Tensor
     expanded_base_out: torch.Tensor
+    # The fp32-accumulate baseline (low dtypes only, else None): float32 arithmetic on
+    # the rounded inputs, results rounded to the case dtype (harness.tolerance, grades).
+    base32_out: torch.Tensor | None = None
+    base32_grads: dict | None = None
+    expanded_base32_out: torch.Tensor | None = None
 
     @functools.cached_property
     def grad_magnitude(self) -> float:
@@ -252,8 +290,24 @@ class AttentionOracle:
 def _reference_with_grads(case, inputs, dtype):
     leaves = {n: inputs[n].to(dtype, copy=True).requires_grad_() for n in ("q", "k", "v")}
     mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
-    out, _ = attention(leaves["q"], leaves["k"], leaves["v"], **_kwargs(case, mask))
+    out, _ = _attend(case)(leaves["q"], leaves["k"], leaves["v"], **_kwargs(case, mask))
     return out.detach(), gradients([out], [inputs["dout"].to(dtype)], leaves)
+
+
+def _forward(case, inputs, dtype) -> torch.Tensor:
+    """The reference output [B, Hq, Lq, Dv] computed in ``dtype`` (no gradients)."""
+    mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
+    out, _ = _attend(case)(*(inputs[n].to(dtype) for n in ("q", "k", "v")), **_kwargs(case, mask))
+    return out
+
+
+def _fp32_accumulate(case, inputs, dtype):
+    """(out, grads) of the reference in float32, rounded to ``dtype``; (None, None) unless
+    ``dtype`` is a low dtype (in float32 the naive baseline already is this one)."""
+    if dtype not in LOW_DTYPES:
+        return None, None
+    out, grads = _reference_with_grads(case, inputs, torch.float32)
+    return out.to(dtype), {n: g.to(dtype) for n, g in grads.items()}
 
 
 def _expand_dim(case: AttentionCase) -> int:
@@ -265,22 +319,24 @@ def _expanded(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.narrow(dim, 0, 1).expand(x.shape)
 
 
-def oracle(case: AttentionCase) -> AttentionOracle:
-    inputs = make_inputs(case)
+def oracle(case: AttentionCase, device: torch.device | str = "cpu") -> AttentionOracle:
+    """The case's truth, computed on ``device`` (``harness.oracle_device``); its tensors on the CPU."""
+    inputs = moved(make_inputs(case), device)
     dtype = TORCH_DTYPES[case.dtype]
     out, grads = _reference_with_grads(case, inputs, torch.float64)
     base_out, base_grads = _reference_with_grads(case, inputs, dtype)
-    vis = _visible(case, inputs["mask"])
-    seen = _seen_keys(case, vis)
+    fully_masked, unseen = _coverage(case, inputs["mask"])
     dim = _expand_dim(case)
     expanded = dict(inputs, k=_expanded(inputs["k"], dim).contiguous(), v=_expanded(inputs["v"], dim).contiguous()) \
         if case.len_k else dict(inputs)
     mask = inputs["mask"]
-    expanded_out, _ = attention(expanded["q"], expanded["k"], expanded["v"], **_kwargs(case, mask))
+    expanded_out, _ = _attend(case)(expanded["q"], expanded["k"], expanded["v"], **_kwargs(case, mask))
     low_mask = mask if mask is None or mask.dtype == torch.bool else mask.to(dtype)
-    expanded_base, _ = attention(expanded["q"].to(dtype), expanded["k"].to(dtype), expanded["v"].to(dtype), **_kwargs(case, low_mask))
-    return AttentionOracle(inputs, out, grads, base_out, base_grads, ~vis.any(-1, keepdim=True), ~seen[..., None],
-                           expanded, expanded_out, expanded_base)
+    expanded_base, _ = _attend(case)(expanded["q"].to(dtype), expanded["k"].to(dtype), expanded["v"].to(dtype), **_kwargs(case, low_mask))
+    base32_out, base32_grads = _fp32_accumulate(case, inputs, dtype)
+    expanded_base32 = None if base32_out is None else _forward(case, expanded, torch.float32).to(dtype)
+    return moved(AttentionOracle(inputs, out, grads, base_out, base_grads, fully_masked, unseen,
+                           expanded, expanded_out, expanded_base, base32_out, base32_grads, expanded_base32), "cpu")
 
 
 # ---------------------------------------------------------------------------- checks
@@ -318,14 +374,8 @@ def one_of_gradients(check: str, comparisons: dict[str, Comparison]) -> Comparis
     return Comparison(**{**chosen.__dict__, "check": check, "target": "grads", "detail": text})
 
 
-def _seen_keys(case: AttentionCase, vis: torch.Tensor) -> torch.Tensor:
-    """Bool [B, Hkv, Lk]: some query of some query head reading this kv head sees the key."""
-    group = case.heads_q // case.heads_kv
-    return vis.any(dim=2).reshape(case.batch, case.heads_kv, group, case.len_k).any(dim=2)
-
-
 def _has_unseen_keys(case: AttentionCase) -> bool:
-    return not bool(_seen_keys(case, _case_visibility(case)).all())
+    return bool(_case_coverage(case)[1].any())
 
 
 def _strided(x: torch.Tensor) -> torch.Tensor:
@@ -356,7 +406,7 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
     def call(q, k, v, mask):
         out = fn(q, k, v, **_kwargs(case, mask))
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
+            raise AdapterContractError(f"the adapter returned {type(out).__name__}, not a tensor")
         return out
 
     def forward(need_grad: bool, fill: str | None = None):
@@ -381,33 +431,41 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
         grads = gradients([out], [dout], leaves)
         return {f"d{n}": grads[f"d{n}"].reshape(-1)[:t.numel()].view(t.shape) for n, t in given.items()}
 
+    def _grad32(name):
+        return None if oracle.base32_grads is None else oracle.base32_grads[name]
+
     def grad_comparisons(check, grads):
         return {n: compare(check, "grads", grads[n], oracle.grads[n], oracle.base_grads[n], dtype,
-                           magnitude=oracle.grad_magnitude, policy="GRAD") for n in GRAD_NAMES}
+                           magnitude=oracle.grad_magnitude, policy="GRAD", base32=_grad32(n)) for n in GRAD_NAMES}
+
+    def judged(spec, out, grads) -> Comparison:
+        if spec.key == "OUT:out":
+            return compare("OUT", "out", out, oracle.out, oracle.base_out, dtype, base32=oracle.base32_out)
+        if spec.key == "FIN:out":
+            return all_finite("FIN", "out", {"out": out})
+        if spec.key == "FIN:grads":
+            return all_finite("FIN", "grads", grads)
+        if spec.check == "GRAD":
+            return compare("GRAD", spec.target, grads[spec.target], oracle.grads[spec.target],
+                           oracle.base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude,
+                           base32=_grad32(spec.target))
+        if spec.key == "ZERO:out":
+            return exact_zero("ZERO", "out", out, oracle.fully_masked_rows)
+        if spec.key == "ZERO:dq":
+            return exact_zero("ZERO", "dq", grads["dq"], oracle.fully_masked_rows)
+        return exact_zero("ZERO", spec.target, grads[spec.target], oracle.unseen_keys)  # ZERO:dk, ZERO:dv
 
     def base_run(specs):
         need_grad = any(s.backward for s in specs)
         given, out = forward(need_grad)
-        grads = backward(given, out) if need_grad else {}
-        out = out.detach().cpu()
-        ordinary.update(need_grad=need_grad, out=out, **grads)
-        for spec in specs:
-            if spec.key == "OUT:out":
-                result = compare("OUT", "out", out, oracle.out, oracle.base_out, dtype)
-            elif spec.key == "FIN:out":
-                result = all_finite("FIN", "out", {"out": out})
-            elif spec.key == "FIN:grads":
-                result = all_finite("FIN", "grads", grads)
-            elif spec.check == "GRAD":
-                result = compare("GRAD", spec.target, grads[spec.target], oracle.grads[spec.target],
-                                 oracle.base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude)
-            elif spec.key == "ZERO:out":
-                result = exact_zero("ZERO", "out", out, oracle.fully_masked_rows)
-            elif spec.key == "ZERO:dq":
-                result = exact_zero("ZERO", "dq", grads["dq"], oracle.fully_masked_rows)
-            else:  # ZERO:dk, ZERO:dv
-                result = exact_zero("ZERO", spec.target, grads[spec.target], oracle.unseen_keys)
-            results[spec.key] = result
+        ordinary.update(need_grad=False, out=out.detach().cpu())
+
+        def run_backward():
+            grads = backward(given, out)
+            ordinary.update(need_grad=True, **grads)
+            return grads
+
+        forward_then_backward(results, specs, lambda spec, grads: judged(spec, ordinary["out"], grads), run_backward)
 
     def guard_run(specs):
         """GUARD:nan with GUARD:grads from the same NaN-guarded call, or GUARD:huge."""
@@ -415,7 +473,8 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
         need_grad = any(s.backward for s in specs)
         given, out = forward(need_grad, fill)
         if fill in {s.target for s in specs}:
-            results[f"GUARD:{fill}"] = compare("GUARD", fill, out.detach().cpu(), oracle.out, oracle.base_out, dtype)
+            results[f"GUARD:{fill}"] = compare("GUARD", fill, out.detach().cpu(), oracle.out, oracle.base_out, dtype,
+                                               base32=oracle.base32_out)
         if need_grad:
             results["GUARD:grads"] = one_of_gradients("GUARD", grad_comparisons("GUARD", backward(given, out, fill)))
 
@@ -424,7 +483,8 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
         with poisoned_allocations():
             given, out = forward(need_grad)
         if "UNINIT:out" in {s.key for s in specs}:
-            results["UNINIT:out"] = compare("UNINIT", "out", out.detach().cpu(), oracle.out, oracle.base_out, dtype)
+            results["UNINIT:out"] = compare("UNINIT", "out", out.detach().cpu(), oracle.out, oracle.base_out, dtype,
+                                           base32=oracle.base32_out)
         if need_grad:
             with poisoned_allocations():
                 grads = backward(given, out)
@@ -452,20 +512,20 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
             k = _poisoned(on_device(inputs["k"]), oracle.unseen_keys.to(device), POISON_KEY)
             v = _poisoned(on_device(inputs["v"]), oracle.unseen_keys.to(device), POISON_VALUE)
             out = call(on_device(inputs["q"]), k, v, on_device(inputs["mask"])).detach().cpu()
-            results[spec.key] = compare("INV", spec.target, out, oracle.out, oracle.base_out, dtype)
+            results[spec.key] = compare("INV", spec.target, out, oracle.out, oracle.base_out, dtype, base32=oracle.base32_out)
 
     def layout_run(specs):
         for spec in specs:
             if spec.target == "strided":
                 q, k, v = (_strided(on_device(inputs[n])) for n in ("q", "k", "v"))
-                expected, baseline = oracle.out, oracle.base_out
+                expected, baseline, base32 = oracle.out, oracle.base_out, oracle.base32_out
             else:
                 dim = _expand_dim(case)
                 q = on_device(inputs["q"])
                 k, v = (_expanded(on_device(inputs[n]), dim) for n in ("k", "v"))
-                expected, baseline = oracle.expanded_out, oracle.expanded_base_out
+                expected, baseline, base32 = oracle.expanded_out, oracle.expanded_base_out, oracle.expanded_base32_out
             out = call(q, k, v, on_device(inputs["mask"])).detach().cpu()
-            results[spec.key] = compare("LAYOUT", spec.target, out, expected, baseline, dtype)
+            results[spec.key] = compare("LAYOUT", spec.target, out, expected, baseline, dtype, base32=base32)
 
     def checked(specs, body):
         run_guarded(results, wanted, specs, body)
@@ -487,5 +547,5 @@ FAMILY = Family(
     name="attention", positional=("q", "k", "v"),
     keywords=("scale", "causal", "window", "alignment", "mask", "softcap"),
     case_type=AttentionCase, contract=__doc__, case_from_id=case_from_id, case_features=case_features,
-    checks_for=checks_for, oracle=oracle, run=run,
+    checks_for=checks_for, oracle=oracle, run=run, oracle_on_device=True,
 )

@@ -37,6 +37,7 @@ import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
+from harness.faults import AdapterContractError
 from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
 from harness.steps import compare_calls, exact_calls, worst
 from harness.tolerance import Comparison, all_finite
@@ -195,7 +196,7 @@ def run(case: CrossCase, fn, device: str, oracle: CrossOracle, wanted: list[Chec
         with context or contextlib.nullcontext():
             got = fn(weights, steps, **_shape_kwargs(case))
         if len(got) != len(steps):
-            raise ValueError(f"the adapter returned {len(got)} call results for {len(steps)} calls")
+            raise AdapterContractError(f"the adapter returned {len(got)} call results for {len(steps)} calls")
         after = list(weights.values()) + [t for step in steps for t in step]
         unchanged = all(torch.equal(a, b) or (a.isnan().all() and b.isnan().all()) for a, b in zip(after, kept))
         return [tuple(t.detach().to(dtype).cpu() for t in r) for r in got], unchanged

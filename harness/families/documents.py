@@ -43,13 +43,16 @@ from dataclasses import asdict, dataclass
 import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
-from harness.families import CheckSpec, Family, run_guarded
+from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
+from harness.faults import AdapterContractError
 from harness.gradients import gradients
-from harness.families.attention import DET_FILL, GRAD_NAMES, one_of_gradients
+from harness.families.attention import BLOCKED_ORACLE_FROM, DET_FILL, GRAD_NAMES, LONG_SCORES, one_of_gradients
 from harness.layouts import DocumentLayout, MicroStep
 from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
-from harness.tolerance import FAIL, Comparison, all_finite, compare, exact_zero
+from harness.tolerance import FAIL, LOW_DTYPES, Comparison, all_finite, compare, exact_zero
+from harness.oracle_device import moved
 from reference.attention import attention
+from reference.attention_blocked import blocked_attention
 from reference.documents import document_attention
 
 POISON_KEY, POISON_VALUE = 100.0, 1.0e4  # as in the attention family: finite in every dtype
@@ -166,7 +169,8 @@ def case_features(case: DocumentsCase) -> frozenset[str]:
                      ("dk!=dv", case.head_dim != case.head_dim_v), ("past", step.sequence_k_past > 0),
                      ("dropped_prefix", step.first_document_begin > 0), ("slack", case.slack > 0),
                      ("empty_document", 0 in case.documents), ("micro_sequences", bool(case.boundaries)),
-                     ("custom_scale", case.scale is not None), ("no_documents", step.query_slack_begin == 0)):
+                     ("custom_scale", case.scale is not None), ("no_documents", step.query_slack_begin == 0),
+                     ("long", case.heads_q * step.len_q * step.len_k >= LONG_SCORES)):  # the step as one dense call
         if on:
             features.add(name)
     return frozenset(features)
@@ -193,12 +197,20 @@ def _step_kwargs(case: DocumentsCase, step: MicroStep, device="cpu") -> dict:
                 first_document_begin=step.first_document_begin, scale=case.resolved_scale, causal=case.causal)
 
 
+def _attend(case: DocumentsCase, step: MicroStep):
+    """``reference.attention`` for each document, or its row-blocked twin when the step's largest
+    document has BLOCKED_ORACLE_FROM scores (Hq * Lq_i * Lk_i) or more."""
+    largest = max((n_q * n_k for n_q, n_k in zip(step.doc_query_lengths, step.doc_key_lengths)), default=0)
+    return blocked_attention if case.heads_q * largest >= BLOCKED_ORACLE_FROM else attention
+
+
 def _reference(case, step, q, k, v, dout, dtype):
     """document_attention on one step in ``dtype``: out and grads of q, k, v."""
     leaves = [x.to(dtype, copy=True).requires_grad_() for x in (q, k, v)]
     kw = _step_kwargs(case, step)
     out = document_attention(*leaves, cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
-                             first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal)
+                             first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal,
+                             attend=_attend(case, step))
     return out.detach(), gradients([out], [dout.to(dtype)], dict(zip("qkv", leaves)))
 
 
@@ -215,6 +227,11 @@ class DocumentsOracle:
     whole_grads: dict
     whole_base_out: torch.Tensor
     whole_base_grads: dict
+    # The fp32-accumulate baselines of the step and of PACK (low dtypes only, else None):
+    # float32 arithmetic on the rounded inputs, results rounded to the case dtype.
+    step_base32_out: torch.Tensor | None = None
+    step_base32_grads: dict | None = None
+    pack_base32_out: torch.Tensor | None = None
 
     @functools.cached_property
     def grad_magnitude(self) -> float:
@@ -227,17 +244,18 @@ class DocumentsOracle:
 
 def _per_document(case: DocumentsCase, step: MicroStep, q, k, v, dtype) -> torch.Tensor:
     """Each document alone through reference.attention: the PACK reference."""
-    out = torch.zeros(step.len_q, case.heads_q, case.head_dim_v, dtype=dtype)
+    out = torch.zeros(step.len_q, case.heads_q, case.head_dim_v, dtype=dtype, device=q.device)
     for _, rows, keys in step.document_slices():
         if rows.stop > rows.start:
             heads_first = [x.to(dtype).transpose(0, 1)[None] for x in (q[rows], k[keys], v[keys])]
-            o, _ = attention(*heads_first, scale=case.resolved_scale, causal=case.causal, alignment="bottom_right")
+            o, _ = _attend(case, step)(*heads_first, scale=case.resolved_scale, causal=case.causal, alignment="bottom_right")
             out[rows] = o[0].transpose(0, 1)
     return out
 
 
-def oracle(case: DocumentsCase) -> DocumentsOracle:
-    x = make_inputs(case)
+def oracle(case: DocumentsCase, device: torch.device | str = "cpu") -> DocumentsOracle:
+    """The case's truth, computed on ``device`` (``harness.oracle_device``); its tensors on the CPU."""
+    x = moved(make_inputs(case), device)
     dtype = TORCH_DTYPES[case.dtype]
     step = case.step
     q, dout = x["q"][step.start:], x["dout"][step.start:]
@@ -246,10 +264,15 @@ def oracle(case: DocumentsCase) -> DocumentsOracle:
     whole = case.layout.step(0, case.layout.total)
     whole_out, whole_grads = _reference(case, whole, x["q"], x["k"], x["v"], x["dout"], torch.float64)
     whole_base, whole_base_grads = _reference(case, whole, x["q"], x["k"], x["v"], x["dout"], dtype)
-    return DocumentsOracle(x, step_out, step_grads, step_base, step_base_grads,
-                           _per_document(case, step, q, x["k"], x["v"], torch.float64),
-                           _per_document(case, step, q, x["k"], x["v"], dtype),
-                           whole_out, whole_grads, whole_base, whole_base_grads)
+    base32 = {}
+    if dtype in LOW_DTYPES:
+        out32, grads32 = _reference(case, step, q, x["k"], x["v"], dout, torch.float32)
+        base32 = dict(step_base32_out=out32.to(dtype), step_base32_grads={n: g.to(dtype) for n, g in grads32.items()},
+                      pack_base32_out=_per_document(case, step, q, x["k"], x["v"], torch.float32).to(dtype))
+    return moved(DocumentsOracle(x, step_out, step_grads, step_base, step_base_grads,
+                                 _per_document(case, step, q, x["k"], x["v"], torch.float64),
+                                 _per_document(case, step, q, x["k"], x["v"], dtype),
+                                 whole_out, whole_grads, whole_base, whole_base_grads, **base32), "cpu")
 
 
 # ---------------------------------------------------------------------------- checks
@@ -305,7 +328,7 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
     def call(the_step, q, k, v):
         out = fn(q, k, v, **_step_kwargs(case, the_step, device))
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
+            raise AdapterContractError(f"the adapter returned {type(out).__name__}, not a tensor")
         return out
 
     def forward(need_grad: bool, fill: str | None = None):
@@ -324,45 +347,62 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
         grads = gradients([out], [dout], {n: t if t._base is None else t._base for n, t in given.items()})
         return {f"d{n}": grads[f"d{n}"].reshape(-1)[:t.numel()].view(t.shape) for n, t in given.items()}
 
+    def fp32acc(tensor, index=()):
+        """An fp32-accumulate baseline at ``index``; None in float32 and float64."""
+        return None if tensor is None else tensor[index]
+
+    def grad32(name):
+        return None if oracle.step_base32_grads is None else oracle.step_base32_grads[name]
+
     def grad_comparisons(check, grads):
         found = {n: compare(check, "grads", grads[n], oracle.step_grads[n], oracle.step_base_grads[n], dtype,
-                            magnitude=oracle.grad_magnitude, policy="GRAD") for n in GRAD_NAMES}
+                            magnitude=oracle.grad_magnitude, policy="GRAD", base32=grad32(n)) for n in GRAD_NAMES}
         return {**found, "dq": _worst_document(step, found["dq"])}
 
     def out_comparison(check, target, out):
         return _worst_document(step, compare(check, target, out.detach().cpu()[docs], oracle.step_out[docs],
-                                             oracle.step_base_out[docs], dtype))
+                                             oracle.step_base_out[docs], dtype,
+                                             base32=fp32acc(oracle.step_base32_out, docs)))
 
     def base_run(specs):
         need_grad = any(s.backward for s in specs)
-        given, out = forward(need_grad)
-        grads = backward(given, out) if need_grad else {}
-        out = out.detach().cpu()
-        ordinary.update(need_grad=need_grad, out=out[docs], **grads)
-        for spec in specs:
-            if spec.key == "OUT:out":
-                r = out_comparison("OUT", "out", out)
-            elif spec.key == "PACK:documents":
-                r = _worst_document(step, compare("PACK", "documents", out[docs], oracle.pack_out[docs], oracle.pack_base_out[docs], dtype))
-            elif spec.key == "FIN:out":
-                r = all_finite("FIN", "out", {"out (document rows)": out[docs]})
-            elif spec.key == "FIN:grads":
-                r = all_finite("FIN", "grads", grads)
-            elif spec.check == "GRAD":
-                r = compare("GRAD", spec.target, grads[spec.target], oracle.step_grads[spec.target],
-                            oracle.step_base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude)
-                if spec.target == "dq":
-                    r = _worst_document(step, r)
-            elif spec.key == "ZERO:prefix":
-                prefix = torch.arange(step.len_k)[:, None, None] < step.first_document_begin
-                r = _zero_both("prefix", grads, prefix)
-            else:  # ZERO:slack
-                q_slack = torch.arange(step.len_q)[:, None, None] >= step.query_slack_begin
-                k_slack = torch.arange(step.len_k)[:, None, None] >= step.key_slack_begin
-                r = exact_zero("ZERO", "slack", grads["dq"], q_slack)
-                if r.status != FAIL:
-                    r = _zero_both("slack", grads, k_slack)
-            results[spec.key] = r
+        given, live = forward(need_grad)
+        out = live.detach().cpu()
+        ordinary.update(need_grad=False, out=out[docs])
+
+        def run_backward():
+            grads = backward(given, live)
+            ordinary.update(need_grad=True, **grads)
+            return grads
+
+        forward_then_backward(results, specs, lambda spec, grads: judged(spec, out, grads), run_backward)
+
+    def judged(spec, out, grads) -> Comparison:
+        if spec.key == "OUT:out":
+            r = out_comparison("OUT", "out", out)
+        elif spec.key == "PACK:documents":
+            r = _worst_document(step, compare("PACK", "documents", out[docs], oracle.pack_out[docs], oracle.pack_base_out[docs], dtype,
+                                              base32=fp32acc(oracle.pack_base32_out, docs)))
+        elif spec.key == "FIN:out":
+            r = all_finite("FIN", "out", {"out (document rows)": out[docs]})
+        elif spec.key == "FIN:grads":
+            r = all_finite("FIN", "grads", grads)
+        elif spec.check == "GRAD":
+            r = compare("GRAD", spec.target, grads[spec.target], oracle.step_grads[spec.target],
+                        oracle.step_base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude,
+                        base32=grad32(spec.target))
+            if spec.target == "dq":
+                r = _worst_document(step, r)
+        elif spec.key == "ZERO:prefix":
+            prefix = torch.arange(step.len_k)[:, None, None] < step.first_document_begin
+            r = _zero_both("prefix", grads, prefix)
+        else:  # ZERO:slack
+            q_slack = torch.arange(step.len_q)[:, None, None] >= step.query_slack_begin
+            k_slack = torch.arange(step.len_k)[:, None, None] >= step.key_slack_begin
+            r = exact_zero("ZERO", "slack", grads["dq"], q_slack)
+            if r.status != FAIL:
+                r = _zero_both("slack", grads, k_slack)
+        return r
 
     def guard_run(specs):
         """GUARD:nan with GUARD:grads from the same NaN-guarded call, or GUARD:huge."""
@@ -423,7 +463,8 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
                 keep[step.query_slack_begin:] = False
             out = call(step, q, k, v).detach().cpu()
             results[spec.key] = _worst_document(step, compare("INV", spec.target, out[keep], oracle.step_out[keep],
-                                                              oracle.step_base_out[keep], dtype))
+                                                              oracle.step_base_out[keep], dtype,
+                                                              base32=fp32acc(oracle.step_base32_out, keep)))
 
     def split_run(specs):
         layout = case.layout
@@ -473,5 +514,5 @@ FAMILY = Family(
     name="documents", positional=("q", "k", "v"),
     keywords=("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k", "first_document_begin", "scale", "causal"),
     case_type=DocumentsCase, contract=__doc__, case_from_id=case_from_id, case_features=case_features,
-    checks_for=checks_for, oracle=oracle, run=run,
+    checks_for=checks_for, oracle=oracle, run=run, oracle_on_device=True,
 )

@@ -46,11 +46,12 @@ from dataclasses import asdict, dataclass
 import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
-from harness.families import CheckSpec, Family, run_guarded
+from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
+from harness.faults import AdapterContractError
 from harness.gradients import gradients
 from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
 from harness.steps import worst
-from harness.tolerance import FAIL, Comparison, all_finite, compare
+from harness.tolerance import FAIL, LOW_DTYPES, Comparison, all_finite, compare
 from reference.gated_delta import chunked_gated_delta_rule, gated_delta_rule
 
 # g = 0; logsigmoid(N(2, 1)); -(20 + 30 exp(N(0, 1))); the constants -5 and -28
@@ -245,15 +246,27 @@ class GatedDeltaOracle:
     inputs: dict
     truth: dict  # out, state, d<input> in float64
     baseline: dict  # the same from the reference run in the case dtype
+    # The fp32-accumulate baseline (low dtypes only, else None): the reference run in
+    # float32 on the rounded inputs, every result rounded to the case dtype.
+    base32: dict | None = None
 
     @property
     def grad_magnitude(self) -> float:
         return max((float(self.truth[n].abs().max()) for n in GRADS if self.truth[n].numel()), default=0.0)
 
 
+def _fp32_accumulate(case, x, dtype) -> dict | None:
+    """out, state and gradients of the float32 reference, rounded to ``dtype``; None
+    unless ``dtype`` is a low dtype."""
+    if dtype not in LOW_DTYPES:
+        return None
+    return {n: t.to(dtype) for n, t in _reference(case, x, torch.float32).items()}
+
+
 def oracle(case: GatedDeltaCase) -> GatedDeltaOracle:
     x = make_inputs(case)
-    return GatedDeltaOracle(x, _reference(case, x, torch.float64), _reference(case, x, TORCH_DTYPES[case.dtype]))
+    dtype = TORCH_DTYPES[case.dtype]
+    return GatedDeltaOracle(x, _reference(case, x, torch.float64), _reference(case, x, dtype), _fp32_accumulate(case, x, dtype))
 
 
 def checks_for(case: GatedDeltaCase) -> list[CheckSpec]:
@@ -299,6 +312,7 @@ def _where_state(case, r: Comparison) -> Comparison:
 def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Comparison]:
     dtype = TORCH_DTYPES[case.dtype]
     x, truth, base = oracle.inputs, oracle.truth, oracle.baseline
+    b32 = oracle.base32 or {}
     results: dict[str, Comparison] = {}
     ordinary: dict = {}  # the base run's out, state and gradients: DET's first run
     rows = slice(0, case.length - case.padding)  # padding outputs are not compared
@@ -306,11 +320,15 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
     def on_device(t):
         return t.to(device=device, dtype=dtype, copy=True)
 
+    def fp32acc(name, index=()):
+        """The fp32-accumulate baseline of ``name`` (indexed by ``index``); None in float32/64."""
+        return b32[name][index] if name in b32 else None
+
     def call(inputs, **overrides):
         result = fn(inputs["q"], inputs["k"], inputs["v"], inputs["g"], inputs["beta"],
                     initial_state=inputs["initial_state"], **{**_kwargs(case, device), **overrides})
         if not (isinstance(result, tuple) and len(result) == 2):
-            raise TypeError("the adapter must return (out, final_state)")
+            raise AdapterContractError("the adapter must return (out, final_state)")
         return result
 
     def forward(need_grad: bool, fill: str | None = None):
@@ -338,32 +356,41 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
 
     def outputs_compared(check, target, got) -> Comparison:
         """One record for out and the final state: the first failing, else the closer to its limit."""
-        state = compare(check, target, got["final_state"], truth["state"], base["state"], dtype)
-        return worst({"out": compare(check, target, got["out"], truth["out"][:, rows], base["out"][:, rows], dtype),
+        state = compare(check, target, got["final_state"], truth["state"], base["state"], dtype, base32=fp32acc("state"))
+        return worst({"out": compare(check, target, got["out"], truth["out"][:, rows], base["out"][:, rows], dtype,
+                                     base32=fp32acc("out", (slice(None), rows))),
                       "final_state": _where_state(case, state)})
 
     def grads_compared(check, grads) -> Comparison:
         return worst({n: compare(check, "grads", grads[n], truth[n], base[n], dtype, magnitude=oracle.grad_magnitude,
-                                 policy="GRAD") for n in GRADS})
+                                 policy="GRAD", base32=fp32acc(n)) for n in GRADS})
 
     def base_run(specs):
         need_grad = any(s.backward for s in specs)
         given, out, state = forward(need_grad)
-        grads = backward(given, out, state) if need_grad else {}
         got = results_of(out, state)
-        ordinary.update(need_grad=need_grad, **got, **grads)
-        for s in specs:
-            if s.key == "OUT:out":
-                r = compare("OUT", "out", got["out"], truth["out"][:, rows], base["out"][:, rows], dtype)
-            elif s.key == "STATE:final":
-                r = _where_state(case, compare("STATE", "final", got["final_state"], truth["state"], base["state"], dtype))
-            elif s.key == "FIN:out":
-                r = all_finite("FIN", "out", got)
-            elif s.key == "FIN:grads":
-                r = all_finite("FIN", "grads", grads)
-            else:
-                r = compare("GRAD", s.target, grads[s.target], truth[s.target], base[s.target], dtype, magnitude=oracle.grad_magnitude)
-            results[s.key] = r
+        ordinary.update(need_grad=False, **got)
+
+        def run_backward():
+            grads = backward(given, out, state)
+            ordinary.update(need_grad=True, **grads)
+            return grads
+
+        forward_then_backward(results, specs, lambda s, grads: judged(s, got, grads), run_backward)
+
+    def judged(s, got, grads) -> Comparison:
+        if s.key == "OUT:out":
+            return compare("OUT", "out", got["out"], truth["out"][:, rows], base["out"][:, rows], dtype,
+                           base32=fp32acc("out", (slice(None), rows)))
+        if s.key == "STATE:final":
+            return _where_state(case, compare("STATE", "final", got["final_state"], truth["state"], base["state"], dtype,
+                                              base32=fp32acc("state")))
+        if s.key == "FIN:out":
+            return all_finite("FIN", "out", got)
+        if s.key == "FIN:grads":
+            return all_finite("FIN", "grads", grads)
+        return compare("GRAD", s.target, grads[s.target], truth[s.target], base[s.target], dtype, magnitude=oracle.grad_magnitude,
+                       base32=fp32acc(s.target))
 
     def guard_run(specs):
         """GUARD:nan with GUARD:grads from the same NaN-guarded call, or GUARD:huge."""
@@ -423,9 +450,9 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
             prefix = "tokens_" if s.target.startswith("tokens") else ""
             out, state = runs[prefix]
             if s.target.endswith("out"):
-                results[s.key] = compare("SPLIT", s.target, out, truth["out"], base["out"], dtype)
+                results[s.key] = compare("SPLIT", s.target, out, truth["out"], base["out"], dtype, base32=fp32acc("out"))
             else:
-                results[s.key] = compare("SPLIT", s.target, state, truth["state"], base["state"], dtype)
+                results[s.key] = compare("SPLIT", s.target, state, truth["state"], base["state"], dtype, base32=fp32acc("state"))
 
     def pack_run(specs):
         """Each document alone (no cu_seqlens, batch 1, its own initial state) == the packed
@@ -447,12 +474,14 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
                                                detail=f"document {i}: out shape {tuple(out.shape)} != expected {tuple(e.shape)}")
                 return
         index = torch.tensor(chosen, dtype=torch.long)
-        state = compare("PACK", spec.target, torch.cat(states), truth["state"][index], base["state"][index], dtype)
+        state = compare("PACK", spec.target, torch.cat(states), truth["state"][index], base["state"][index], dtype,
+                        base32=fp32acc("state", index))
         if state.worst_index:
             state = Comparison(**{**state.__dict__, "detail": "; ".join(
                 t for t in (state.detail, f"worst in document {chosen[state.worst_index[0]]}") if t)})
         out = compare("PACK", spec.target, torch.cat(outs, dim=1), torch.cat([e for e, _ in expected], dim=1),
-                      torch.cat([b for _, b in expected], dim=1), dtype)
+                      torch.cat([b for _, b in expected], dim=1), dtype,
+                      base32=torch.cat([b32["out"][:, bounds[i]:bounds[i + 1]] for i in chosen], dim=1) if b32 else None)
         results[spec.key] = worst({"out": out, "final_state": state})
 
     def checked(specs, body):

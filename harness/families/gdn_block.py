@@ -38,6 +38,7 @@ import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
+from harness.faults import AdapterContractError
 from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
 from harness.steps import worst
 from harness.tolerance import Comparison, all_finite, compare
@@ -205,7 +206,7 @@ def run(case: BlockCase, fn, device: str, oracle: BlockOracle, wanted: list[Chec
         steps = [(hand_over(s), p) for s, p in oracle.inputs["steps"]]
         got = fn(weights, steps, **_shape_kwargs(case))
         if len(got) != len(steps):
-            raise ValueError(f"the adapter returned {len(got)} step results for {len(steps)} steps")
+            raise AdapterContractError(f"the adapter returned {len(got)} step results for {len(steps)} steps")
         return {n: t.detach().cpu() for n, t in _stack([tuple(t.to(dtype) for t in r) for r in got]).items()}
 
     def compared(check, target, got, name) -> Comparison:

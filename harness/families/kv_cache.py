@@ -52,9 +52,13 @@ import torch
 
 from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, run_guarded
+from harness.families.attention import BLOCKED_ORACLE_FROM
+from harness.faults import AdapterContractError
 from harness.memory_checks import bitwise_equal, filled_allocations, guard_intact, guarded, poisoned_allocations
 from harness.steps import compare_calls, exact_calls, worst
-from harness.tolerance import FAIL, PASS, Comparison, all_finite
+from harness.tolerance import FAIL, LOW_DTYPES, PASS, Comparison, all_finite
+from reference.attention import attention
+from reference.attention_blocked import blocked_attention
 from reference.kv_cache import KINDS, cache_after, call_positions, cached_attention_steps
 
 # Unwritten slots for SLOT and INV: exactly representable in every dtype, and large
@@ -200,9 +204,12 @@ def _cache_shape(case: KVCase) -> tuple[int, ...]:
 
 
 def _steps(case, x, dtype):
+    # reference.attention's row-blocked twin from BLOCKED_ORACLE_FROM scores (tests/test_blocked_oracles.py)
+    scores = case.batch * case.heads * max(case.schedule, default=0) * case.length
+    attend = blocked_attention if scores >= BLOCKED_ORACLE_FROM else attention
     return cached_attention_steps(x["q"].to(dtype), x["k"].to(dtype), x["v"].to(dtype), case.schedule, kind=case.kind,
                                   capacity=case.capacity, window=case.window, scale=case.resolved_scale,
-                                  initial=torch.zeros(_cache_shape(case), dtype=dtype))
+                                  initial=torch.zeros(_cache_shape(case), dtype=dtype), attend=attend)
 
 
 def _sentinel_caches(case, x, dtype) -> dict[str, list]:
@@ -222,12 +229,26 @@ class KVOracle:
     truth: list  # per call (out, k_cache, v_cache), float64
     baseline: list  # the same in the case dtype
     slots: dict  # k_cache / v_cache: per call, the sentinel-filled cache SLOT expects
+    # The fp32-accumulate baseline (low dtypes only, else None): per call, as ``truth``,
+    # from float32 arithmetic on the rounded inputs, rounded to the case dtype.
+    base32: list | None = None
+
+    def fp32acc(self, index: int, calls: slice = slice(None)) -> list | None:
+        """Result ``index`` (0 out, 1 k_cache, 2 v_cache) of the fp32-accumulate baseline per call."""
+        return None if self.base32 is None else [b[index] for b in self.base32[calls]]
+
+
+def _fp32_accumulate(case, x, dtype) -> list | None:
+    if dtype not in LOW_DTYPES:
+        return None
+    return [tuple(t.to(dtype) for t in call) for call in _steps(case, x, torch.float32)]
 
 
 def oracle(case: KVCase) -> KVOracle:
     x = make_inputs(case)
     dtype = TORCH_DTYPES[case.dtype]
-    return KVOracle(x, _steps(case, x, torch.float64), _steps(case, x, dtype), _sentinel_caches(case, x, dtype))
+    return KVOracle(x, _steps(case, x, torch.float64), _steps(case, x, dtype), _sentinel_caches(case, x, dtype),
+                    _fp32_accumulate(case, x, dtype))
 
 
 def checks_for(case: KVCase) -> list[CheckSpec]:
@@ -288,7 +309,7 @@ def _call_runner(case: KVCase, fn, device: str, x: dict):
         with context or contextlib.nullcontext():
             got = fn(handed, *caches, kind=case.kind, window=case.window, scale=case.resolved_scale)
         if len(got) != len(steps):
-            raise ValueError(f"the adapter returned {len(got)} call results for {len(steps)} calls")
+            raise AdapterContractError(f"the adapter returned {len(got)} call results for {len(steps)} calls")
         written = ""
         if guard:
             handed.check("by the end of the schedule")
@@ -323,7 +344,8 @@ def run(case: KVCase, fn, device: str, oracle: KVOracle, wanted: list[CheckSpec]
     def against_oracle(check, target, got: list):
         """Outputs and caches of every call vs the oracle (the worst of them)."""
         return worst({what: compare_calls(check, target, [g[i] for g in got], [t[i] for t in oracle.truth],
-                                          [b[i] for b in oracle.baseline], dtype, describe, dim=1 if i == 0 else 0)
+                                          [b[i] for b in oracle.baseline], dtype, describe, dim=1 if i == 0 else 0,
+                                          base32=oracle.fp32acc(i))
                       for i, what in enumerate(("out", "k_cache", "v_cache")) if i == 0 or what in state})
 
     def zero_filled(specs):
@@ -332,14 +354,14 @@ def run(case: KVCase, fn, device: str, oracle: KVOracle, wanted: list[CheckSpec]
         for spec in specs:
             if spec.key == "OUT:prefill":
                 r = compare_calls("OUT", "prefill", [got.calls[0][0]], [oracle.truth[0][0]], [oracle.baseline[0][0]],
-                                  dtype, describe)
+                                  dtype, describe, base32=oracle.fp32acc(0, slice(0, 1)))
             elif spec.key == "SPLIT:steps":
                 r = compare_calls("SPLIT", "steps", [g[0] for g in got.calls[1:]], [t[0] for t in oracle.truth[1:]],
                                   [b[0] for b in oracle.baseline[1:]], dtype, lambda i: describe(i + 1))
             elif spec.check == "STATE":
                 i = cache_index(spec.target)
                 r = compare_calls("STATE", spec.target, [g[i] for g in got.calls], [t[i] for t in oracle.truth],
-                                  [b[i] for b in oracle.baseline], dtype, describe, dim=0)
+                                  [b[i] for b in oracle.baseline], dtype, describe, dim=0, base32=oracle.fp32acc(i))
             elif spec.check == "ALIAS":
                 bad = [describe(c) for c, ok in enumerate(got.unchanged) if not ok]
                 r = Comparison("ALIAS", "inputs", FAIL if bad else PASS, error=float(len(bad)), threshold=0.0,
@@ -357,7 +379,7 @@ def run(case: KVCase, fn, device: str, oracle: KVOracle, wanted: list[CheckSpec]
                                                 oracle.slots[spec.target], describe, describe_slot)
             else:
                 results[spec.key] = compare_calls("INV", "unused_slots", [g[0] for g in got], [t[0] for t in oracle.truth],
-                                                  [b[0] for b in oracle.baseline], dtype, describe)
+                                                  [b[0] for b in oracle.baseline], dtype, describe, base32=oracle.fp32acc(0))
 
     def guarded_inputs(specs):
         keys = {s.key for s in specs}

@@ -25,7 +25,8 @@ import contextlib
 
 import torch
 
-from harness.families import CheckSpec, Family, run_guarded
+from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
+from harness.faults import AdapterContractError
 from harness.families import documents as docs
 from harness.families.attention import DET_FILL
 from harness.gradients import gradients
@@ -62,7 +63,7 @@ def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
         out = fn(q, k, v, documents=case.documents, slack=case.slack, boundaries=case.boundaries,
                  scale=case.resolved_scale, causal=case.causal)
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the adapter returned {type(out).__name__}, not a tensor")
+            raise AdapterContractError(f"the adapter returned {type(out).__name__}, not a tensor")
         return dict(q=q, k=k, v=v), out
 
     def out_comparison(check, target, out):
@@ -70,25 +71,25 @@ def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
 
     def whole_run(specs):
         need_grad = any(s.backward for s in specs)
-        leaves, out = call(need_grad)
-        grads = gradients([out], [x["dout"].to(device=device, dtype=dtype)], leaves) if need_grad else {}
-        out = out.detach().cpu()
+        leaves, live = call(need_grad)
+        out = live.detach().cpu()
         ordinary.update(out=out[rows], need_grad=need_grad)
-        for spec in specs:
-            if spec.key == "SPLIT:out":
-                r = out_comparison("SPLIT", "out", out)
-            elif spec.check == "SPLIT":
-                r = compare("SPLIT", spec.target, grads[spec.target], oracle.whole_grads[spec.target],
-                            oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
-            elif spec.key == "FIN:out":
-                r = all_finite("FIN", "out", {"out (document rows)": out[rows]})
-            elif spec.key == "FIN:grads":
-                r = all_finite("FIN", "grads", grads)
-            else:  # ZERO:slack
-                slack = torch.arange(whole.len_q)[:, None, None] >= whole.query_slack_begin
-                r = next((c for c in (exact_zero("ZERO", "slack", grads[n], slack) for n in ("dq", "dk", "dv"))
-                          if c.status != "pass"), exact_zero("ZERO", "slack", grads["dq"], slack))
-            results[spec.key] = r
+        forward_then_backward(results, specs, lambda spec, grads: judged(spec, out, grads),
+                              lambda: gradients([live], [x["dout"].to(device=device, dtype=dtype)], leaves))
+
+    def judged(spec, out, grads) -> Comparison:
+        if spec.key == "SPLIT:out":
+            return out_comparison("SPLIT", "out", out)
+        if spec.check == "SPLIT":
+            return compare("SPLIT", spec.target, grads[spec.target], oracle.whole_grads[spec.target],
+                           oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
+        if spec.key == "FIN:out":
+            return all_finite("FIN", "out", {"out (document rows)": out[rows]})
+        if spec.key == "FIN:grads":
+            return all_finite("FIN", "grads", grads)
+        slack = torch.arange(whole.len_q)[:, None, None] >= whole.query_slack_begin  # ZERO:slack
+        return next((c for c in (exact_zero("ZERO", "slack", grads[n], slack) for n in ("dq", "dk", "dv"))
+                     if c.status != "pass"), exact_zero("ZERO", "slack", grads["dq"], slack))
 
     def guard_run(specs):
         results["GUARD:nan"] = out_comparison("GUARD", "nan", call(fill="nan")[1])

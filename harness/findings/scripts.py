@@ -124,7 +124,7 @@ FAMILIES: dict[str, FamilyScript] = {
     "attention": FamilyScript(
         "findings_attention.py.j2",
         frozenset({"batch", "heads_q", "heads_kv", "len_q", "len_k", "head_dim", "head_dim_v", "dtype", "causal",
-                   "alignment", "window", "mask", "softcap", "scale", "seed"}),
+                   "alignment", "window", "mask", "shared_mask", "softcap", "scale", "seed"}),
         {"OUT:out": Plan("plain", ("out",), rule="OUT"), "FIN:out": Plan("plain", ("out",), "finite"),
          "ZERO:out": Plan("plain", ("out",), "zero"),
          **{f"ZERO:{n}": Plan("plain", (n,), "zero", grads=True) for n in _ATTENTION_GRADS},

@@ -6,13 +6,10 @@
   repository's ``tests/`` folder (``tests/mutants_*.py``, registered by
   ``tests/registered_mutants.py``): its failures are the harness's own tests, never
   findings. A variant the process did not register cannot be classified and is left out.
-* An ``error`` is the adapter's (or the harness's), not the library's, when its message
-  is one the families raise about the adapter (``the adapter returned ...``) or one raised
-  by a ``raise`` statement of the adapter's own code: the variant's source file and, for
-  a built-in, every file of ``harness/variants/`` and ``harness/families/`` are read
-  (``ast``) and the message must match a raise's string, f-string fields as wildcards.
-  Those are listed apart as adapter errors. An error raised inside the library, and a
-  worker that died (a native crash), are findings.
+* An ``adapter_error`` record (the adapter's own code raised; ``harness.faults`` decides,
+  from the exception, when it happens) is never a finding, nor are the errors of a variant
+  that raised on every case it ran (``faults.erring_everywhere``): those are listed apart. An
+  ``error`` raised inside the library, and a worker that died (a native crash), are findings.
 * A distinct bug is a signature: ``(family, variant, check:target, "mismatch")`` for a
   ``fail`` (the library answered and that check disagreed); for an ``error`` it is
   ``(family, variant, kind)`` whichever checks met it, kind being ``crash`` for a worker
@@ -26,19 +23,18 @@
 
 from __future__ import annotations
 
-import ast
-import functools
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from harness.status import ERROR, FAIL
+from harness.faults import erring_everywhere
+from harness.status import ADAPTER_ERROR, ERROR, FAIL
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MUTANTS_FOLDER = REPOSITORY / "tests"
-BUILTIN_FOLDERS = (REPOSITORY / "harness" / "variants", REPOSITORY / "harness" / "families")
+BUILTIN_ADAPTERS = REPOSITORY / "harness" / "variants"
 CRASH_MARKS = ("worker process died", "worker died")
 
 
@@ -47,7 +43,7 @@ def origin(variant) -> str:
     source = Path(variant.source).resolve() if variant.source and not variant.source.startswith("<") else None
     if source is not None and source.is_relative_to(MUTANTS_FOLDER):
         return "mutant"
-    if source is not None and source.is_relative_to(BUILTIN_FOLDERS[0]):
+    if source is not None and source.is_relative_to(BUILTIN_ADAPTERS):
         return "built-in"
     return f"user file {variant.source}" if source is not None else "registered in code"
 
@@ -61,59 +57,6 @@ def kind(status: str, detail: str) -> str:
     text = re.sub(r"0x[0-9a-fA-F]+", "N", detail.strip().splitlines()[0] if detail.strip() else "error")
     text = re.sub(r"(?<![A-Za-z_])[-+]?\d+(\.\d+)?([eE][-+]?\d+)?", "N", text)
     return re.sub(r"\s+", " ", text)[:200]
-
-
-def adapter_error(variant, detail: str) -> bool:
-    """Whether an error's message is raised by the adapter or the harness; see the module docstring."""
-    kind_, _, message = detail.partition(": ")
-    message = message.strip().splitlines()[0] if message.strip() else ""
-    if re.search(r"\bthe adapter\b", message):
-        return True
-    files = [Path(variant.source)] if variant.source and not variant.source.startswith("<") else []
-    if origin(variant) == "built-in":
-        files += [p for folder in BUILTIN_FOLDERS for p in sorted(folder.glob("*.py"))]
-    return any(type_name == kind_ and pattern.fullmatch(message)
-               for path in files for type_name, pattern in _raised(str(path)))
-
-
-@functools.lru_cache(maxsize=256)
-def _raised(path: str) -> tuple:
-    """(exception type name, message pattern) of every ``raise Type("...")`` in a file."""
-    try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
-        return ()
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
-            func = node.exc.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-            pattern = _message_pattern(node.exc.args[0])
-            if name and pattern is not None:
-                found.append((name, pattern))
-    return tuple(found)
-
-
-def _message_pattern(node) -> re.Pattern | None:
-    """The first line of a raise's message as a regex (f-string fields match anything);
-    None when it is not a literal or holds fewer than 8 literal characters."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        parts = [node.value]
-    elif isinstance(node, ast.JoinedStr):
-        parts = [v.value if isinstance(v, ast.Constant) else None for v in node.values]
-    else:
-        return None
-    text, literal = "", 0
-    for part in parts:
-        if part is None:
-            text += ".*"
-            continue
-        first, newline, _ = part.partition("\n")
-        text += re.escape(first)
-        literal += len(first.strip())
-        if newline:
-            break
-    return re.compile(text, re.DOTALL) if literal >= 8 else None
 
 
 def case_size(params: dict) -> int:
@@ -136,7 +79,13 @@ def collect(frame: pd.DataFrame, lookup) -> tuple[list[dict], dict]:
     failing = frame[frame["status"].isin([FAIL, ERROR])]
     groups: dict[tuple, list[dict]] = {}
     left_out = {"mutant records": 0, "unregistered variants": [], "adapter errors": []}
-    for row in failing.to_dict("records"):
+    everywhere = erring_everywhere(frame)
+    for row in frame[(frame["status"] == ADAPTER_ERROR) | frame["variant"].isin(everywhere)
+                     & (frame["status"] == ERROR)].to_dict("records"):
+        entry = {"variant": row["variant"], "check": f"{row['check']}:{row['target']}", "detail": row["detail"]}
+        if entry not in left_out["adapter errors"]:
+            left_out["adapter errors"].append(entry)
+    for row in failing[~failing["variant"].isin(everywhere)].to_dict("records"):
         variant = lookup(row["family"], row["variant"])
         if variant is None:
             if row["variant"] not in left_out["unregistered variants"]:
@@ -144,11 +93,6 @@ def collect(frame: pd.DataFrame, lookup) -> tuple[list[dict], dict]:
             continue
         if origin(variant) == "mutant":
             left_out["mutant records"] += 1
-            continue
-        if row["status"] == ERROR and adapter_error(variant, row["detail"]):
-            entry = {"variant": row["variant"], "check": f"{row['check']}:{row['target']}", "detail": row["detail"]}
-            if entry not in left_out["adapter errors"]:
-                left_out["adapter errors"].append(entry)
             continue
         row["kind"] = kind(row["status"], row["detail"])
         groups.setdefault(signature(row), []).append(row)

@@ -19,6 +19,8 @@ and ``llama.custom_sdpa``).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from harness.native_io import native_stderr_silenced
@@ -42,86 +44,92 @@ CUSTOM_RING_NEVER_WRITES_BATCHES = KnownFailure(
     checks={"OUT", "SPLIT", "STATE", "SLOT", "INV", "GUARD:nan", "GUARD:huge", "UNINIT"}, versions="executorch==1.5.1")
 
 
-def _layer(k_cache, v_cache, heads: int, window: int | None, custom_ops: bool):
-    """AttentionMHA with selection projections, its cache holding ``k_cache``'s capacity."""
-    from executorch.examples.models.llama.attention import AttentionMHA
-    from executorch.examples.models.llama.model_args import ModelArgs
-    from executorch.examples.models.llama.source_transformation import custom_kv_cache, sdpa
+def _calls(steps, k_cache, v_cache, window, ring: bool, custom_ops: bool):
+    """Run the wiring's repro snippet itself: the adapter is exactly the script a finding gets."""
+    scope = {"torch": torch, "steps": steps, "k_cache": k_cache, "v_cache": v_cache, "window": window}
+    with native_stderr_silenced():  # the C++ ops log on every call
+        exec(compile(_repro(ring, custom_ops), f"<AttentionMHA wiring ring={ring} custom_ops={custom_ops}>", "exec"), scope)
+    return scope["results"]
 
-    batch, slots, heads_kv, dim = k_cache.shape
-    width = (heads + 2 * heads_kv) * dim
-    args = ModelArgs(dim=width, n_heads=heads, n_kv_heads=heads_kv, head_dim=dim, max_batch_size=batch,
-                     max_context_len=slots, max_seq_len=slots, use_kv_cache=True, enable_dynamic_shape=True)
-    layer = AttentionMHA(args, 0, _IdentityRope()).eval()
-    eye = torch.eye(width)
-    with torch.no_grad():
-        layer.wq.weight.copy_(eye[:heads * dim])
-        layer.wk.weight.copy_(eye[heads * dim:(heads + heads_kv) * dim])
-        layer.wv.weight.copy_(eye[(heads + heads_kv) * dim:])
-        layer.wo.weight.copy_(eye[:, :heads * dim])
-    if window is not None:
-        custom_kv_cache._replace_kv_cache_with_ring_kv_cache(layer, window)
+
+def _repro(ring: bool, custom_ops: bool) -> str:
+    """The adapter's body with torch and ExecuTorch only, for the findings' scripts."""
+    swaps = ["custom_kv_cache._replace_kv_cache_with_ring_kv_cache(layer, window)"] if ring else []
     if custom_ops:
-        holder = torch.nn.Module()
-        holder.attention = layer
-        custom_kv_cache.replace_kv_cache_with_custom_kv_cache(holder)
-        sdpa.replace_sdpa_with_custom_op(holder, use_attention_mask=window is not None)
-    layer.to(k_cache.dtype)
-    stored_bhsd = type(layer.kv_cache).__name__ in ("KVCache", "RingKVCache")  # the custom caches keep [B, S, H, D]
-    with torch.no_grad():
-        layer.kv_cache.k_cache.copy_(k_cache.transpose(1, 2) if stored_bhsd else k_cache)
-        layer.kv_cache.v_cache.copy_(v_cache.transpose(1, 2) if stored_bhsd else v_cache)
-    return layer, stored_bhsd
+        swaps += ["holder = torch.nn.Module()", "holder.attention = layer",
+                  "custom_kv_cache.replace_kv_cache_with_custom_kv_cache(holder)",
+                  f"sdpa.replace_sdpa_with_custom_op(holder, use_attention_mask={ring})"]
+    swapped = "\n".join(swaps)
+    return inspect.cleandoc(f"""
+        from executorch.examples.models.llama.attention import AttentionMHA
+        from executorch.examples.models.llama.model_args import ModelArgs
+        from executorch.examples.models.llama.source_transformation import custom_kv_cache, sdpa
+        # AttentionMHA whose projections select q, k, v out of x = [q | k | v] (identity rope)
+        batch, slots, heads_kv, dim = k_cache.shape
+        heads = steps[0][0].shape[2]
+        width = (heads + 2 * heads_kv) * dim
+        args = ModelArgs(dim=width, n_heads=heads, n_kv_heads=heads_kv, head_dim=dim, max_batch_size=batch,
+                         max_context_len=slots, max_seq_len=slots, use_kv_cache=True, enable_dynamic_shape=True)
 
+        class IdentityRope(torch.nn.Module):
+            def forward(self, q, k, freqs_cos, freqs_sin):
+                return q, k
 
-class _IdentityRope(torch.nn.Module):
-    def forward(self, q, k, freqs_cos, freqs_sin):
-        return q, k
-
-
-def _calls(steps, k_cache, v_cache, window, custom_ops):
-    batch, _, heads, dim = steps[0][0].shape
-    layer, bhsd = _layer(k_cache, v_cache, heads, window, custom_ops)
-    results = []
-    with torch.no_grad():
-        for q, k, v, start in steps:
-            n = q.shape[1]
-            x = torch.cat([t.reshape(batch, n, t.shape[2] * dim) for t in (q, k, v)], dim=-1)
-            cos = torch.ones(n, dim // 2, dtype=x.dtype)
-            with native_stderr_silenced():
+        layer = AttentionMHA(args, 0, IdentityRope()).eval()
+        eye = torch.eye(width)
+        with torch.no_grad():
+            layer.wq.weight.copy_(eye[:heads * dim])
+            layer.wk.weight.copy_(eye[heads * dim:(heads + heads_kv) * dim])
+            layer.wv.weight.copy_(eye[(heads + heads_kv) * dim:])
+            layer.wo.weight.copy_(eye[:, :heads * dim])
+        {swapped.replace(chr(10), chr(10) + " " * 8)}
+        layer.to(k_cache.dtype)
+        bhsd = type(layer.kv_cache).__name__ in ("KVCache", "RingKVCache")  # the custom caches keep [B, S, H, D]
+        with torch.no_grad():
+            layer.kv_cache.k_cache.copy_(k_cache.transpose(1, 2) if bhsd else k_cache)
+            layer.kv_cache.v_cache.copy_(v_cache.transpose(1, 2) if bhsd else v_cache)
+        results = []
+        with torch.no_grad():
+            for q, k, v, start in steps:
+                n = q.shape[1]
+                x = torch.cat([t.reshape(batch, n, t.shape[2] * dim) for t in (q, k, v)], dim=-1)
+                cos = torch.ones(n, dim // 2, dtype=x.dtype)
                 y, _ = layer(x, cos, torch.zeros_like(cos), input_pos=torch.tensor([start], dtype=torch.long))
-            cache = layer.kv_cache
-            k_now = cache.k_cache.transpose(1, 2) if bhsd else cache.k_cache
-            v_now = cache.v_cache.transpose(1, 2) if bhsd else cache.v_cache
-            results.append((y[..., :heads * dim].reshape(batch, n, heads, dim), k_now.clone(), v_now.clone()))
-    return results
+                k_now = layer.kv_cache.k_cache.transpose(1, 2) if bhsd else layer.kv_cache.k_cache
+                v_now = layer.kv_cache.v_cache.transpose(1, 2) if bhsd else layer.kv_cache.v_cache
+                results.append((y[..., :heads * dim].reshape(batch, n, heads, dim), k_now.clone(), v_now.clone()))
+        """)
 
 
-@variant("kv_cache", "executorch_attention_mha", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES, limitations=[STATIC, NO_SCALE])
+@variant("kv_cache", "executorch_attention_mha", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES,
+         repro=_repro(ring=False, custom_ops=False), limitations=[STATIC, NO_SCALE])
 def executorch_attention_mha(steps, k_cache, v_cache, *, kind, window, scale):
     """executorch...llama.attention.AttentionMHA (KVCache, causal mask rows, SDPA module), x = [q | k | v]."""
-    return _calls(steps, k_cache, v_cache, None, custom_ops=False)
+    return _calls(steps, k_cache, v_cache, window, ring=False, custom_ops=False)
 
 
 @variant("kv_cache", "executorch_attention_mha_ring", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES,
+         repro=_repro(ring=True, custom_ops=False),
          limitations=[*RING, NO_SCALE], known_failures=[RING_EXTEND_OVERWRITES_ITS_WINDOW])
 def executorch_attention_mha_ring(steps, k_cache, v_cache, *, kind, window, scale):
     """AttentionMHA with RingKVCache(window) swapped in (the layer builds the ring's mask after each update)."""
-    return _calls(steps, k_cache, v_cache, window, custom_ops=False)
+    return _calls(steps, k_cache, v_cache, window, ring=True, custom_ops=False)
 
 
 @variant("kv_cache", "executorch_attention_mha_custom_ops", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES,
+         repro=_repro(ring=False, custom_ops=True),
          limitations=[STATIC, NO_SCALE, ABORTS_ON_EMPTY_CALLS])
 def executorch_attention_mha_custom_ops(steps, k_cache, v_cache, *, kind, window, scale):
     """AttentionMHA after replace_kv_cache_with_custom_kv_cache + replace_sdpa_with_custom_op
     (CustomKVCache: llama.update_cache; SDPACustom: llama.custom_sdpa causal from start_pos)."""
-    return _calls(steps, k_cache, v_cache, None, custom_ops=True)
+    return _calls(steps, k_cache, v_cache, window, ring=False, custom_ops=True)
 
 
 @variant("kv_cache", "executorch_attention_mha_custom_ring", dtypes=("float32", "bfloat16", "float16"), requires=REQUIRES,
+         repro=_repro(ring=True, custom_ops=True),
          limitations=[*RING, NO_SCALE, ABORTS_ON_EMPTY_CALLS],
          known_failures=[CUSTOM_RING_NEVER_WRITES_BATCHES, RING_EXTEND_OVERWRITES_ITS_WINDOW])
 def executorch_attention_mha_custom_ring(steps, k_cache, v_cache, *, kind, window, scale):
     """AttentionMHA with the ring swapped in, then the custom ops (CustomRingKVCache:
     llama.update_cache_with_indices; SDPACustom with the ring's mask: llama.custom_sdpa)."""
-    return _calls(steps, k_cache, v_cache, window, custom_ops=True)
+    return _calls(steps, k_cache, v_cache, window, ring=True, custom_ops=True)

@@ -6,7 +6,7 @@ from harness.registry import Limitation, variant
 from reference.gated_delta import chunked_gated_delta_rule
 
 
-@variant("gated_delta", "chunked_twin", dtypes=("float32", "bfloat16", "float16", "float64"), limitations=[
+@variant("gated_delta", "chunked_twin", dtypes=("float32", "bfloat16", "float16", "float64"), precision="naive", limitations=[
     Limitation("the chunked form takes one gate per head", features={"channel_gate"}),
 ])
 def chunked_twin(q, k, v, g, beta, *, scale, initial_state, use_qk_l2norm, cu_seqlens):

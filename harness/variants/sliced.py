@@ -11,12 +11,14 @@ import math
 import torch
 
 from harness.registry import variant
+from harness.variants._long import materialises_scores
 from harness.variants._masks import rows_visible
 
 CHUNK = 16
 
 
-@variant("attention", "sliced_attention", dtypes=("float32", "bfloat16", "float16", "float64"))
+@variant("attention", "sliced_attention", dtypes=("float32", "bfloat16", "float16", "float64"), precision="naive",
+         limitations=[materialises_scores("autograd, saving every chunk's scores,", checks={"backward"})])
 def sliced_attention(q, k, v, *, scale, causal, window, alignment, mask, softcap):
     """Plain torch attention with the queries processed CHUNK rows at a time (seed 003)."""
     len_q, len_k = q.shape[-2], k.shape[-2]

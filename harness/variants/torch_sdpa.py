@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.registry import Limitation, variant
+from harness.variants._long import materialises_scores
 from harness.variants._masks import combined_mask
 
 NO_SOFTCAP = Limitation("torch SDPA has no logit soft-cap argument", features={"softcap"})
@@ -24,7 +25,8 @@ def _sdpa(backend, q, k, v, *, scale, causal, window, alignment, mask, softcap):
                                               enable_gqa=q.shape[1] != k.shape[1])
 
 
-@variant("attention", "sdpa_math", dtypes=("float32", "bfloat16", "float16", "float64"), limitations=[NO_SOFTCAP],
+@variant("attention", "sdpa_math", dtypes=("float32", "bfloat16", "float16", "float64"),
+         limitations=[NO_SOFTCAP, materialises_scores("the math backend")],
          repro="""
              from torch.nn.attention import SDPBackend, sdpa_kernel
              with sdpa_kernel(SDPBackend.MATH):
