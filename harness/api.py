@@ -18,6 +18,7 @@ a summary of the failing rows, in the spirit of ``torch.testing.assert_close``.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict
 from typing import Callable, Iterable
 
@@ -49,12 +50,9 @@ def _variant(variant: Callable | str | Variant, family: str | None, dtypes, limi
         raise VariantError("a function needs its family: check(fn, 'attention', ...)")
     if not callable(variant):
         raise VariantError(f"check() takes a function or a registered variant's name, not {type(variant).__name__}")
-    get_family(family)  # an unknown family is a KeyError naming the known ones
-    problem = get_family(family).signature_problem(variant)
+    problem = get_family(family).signature_problem(variant)  # an unknown family: a KeyError naming the known ones
     if problem:
         raise VariantError(f"{getattr(variant, '__name__', variant)!r} for family {family!r}: {problem}")
-    import inspect
-
     source = inspect.getsourcefile(variant) or "<unknown>"
     return Variant(family, getattr(variant, "__name__", "variant"), variant, tuple(dtypes or DTYPES[:3]), device,
                    limitations=tuple(limitations), known_failures=tuple(known_failures), source=source)
