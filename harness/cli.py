@@ -247,37 +247,48 @@ def _stale_declarations(frame) -> list[str]:
 
 
 def _run_jobs(jobs, args, variant_names, out, start) -> None:
-    """Run the jobs in worker processes; a job whose worker dies (a native crash) is run
-    again one variant at a time, each alone, and a variant that still kills its worker
-    gets ``error`` records on that case while the rest of the run goes on."""
-    crashed = _pool_run(jobs, args.workers, args.variants_from, variant_names, out, start)
-    if crashed:
-        from harness.suite import suite_items
+    """Run the jobs (family list, case ids) in worker processes. A worker that dies (a native
+    crash) breaks the pool, and every job not finished by then fails with it. Those are split
+    into one job per variant not yet recorded and run again in one worker, in order, so that
+    each crash names its job: that variant gets ``error`` records on that case, and the rest
+    of the run goes on (one pool restart per crash, not one per job)."""
+    unfinished = _pool_run([(*job, variant_names) for job in jobs], args.workers, args.variants_from, out, start)
+    if not unfinished:
+        return
+    from harness.suite import suite_items
 
-        for families, case_ids in crashed:
-            done = _recorded(out)
-            for variant in {i.variant.name: i.variant for i in suite_items(families, variant_names, case_ids)}.values():
-                if (variant.family, variant.name, case_ids[0]) in done:
-                    continue
-                if _pool_run([([variant.family], case_ids)], 1, args.variants_from, [variant.name], out, None):
-                    _record_crash(variant, case_ids[0], out)
+    done = _recorded(out)
+    singles = {}
+    for families, case_ids, names in unfinished:
+        for item in suite_items(families, names, case_ids):
+            if (item.variant.family, item.variant.name, case_ids[0]) not in done:
+                singles.setdefault((item.variant.family, item.variant.name, case_ids[0]), item.variant)
+    jobs = [([family], [case_id], [name]) for family, name, case_id in singles]
+    while jobs:
+        unfinished = _pool_run(jobs, 1, args.variants_from, out, None)
+        if not unfinished:
+            break
+        (family, ), (case_id, ), (name, ) = unfinished[0]  # one worker, in order: the first unfinished job crashed
+        _record_crash(singles[(family, name, case_id)], case_id, out)
+        jobs = unfinished[1:]
 
 
-def _pool_run(jobs, workers, variant_files, variant_names, out, start) -> list:
-    """The jobs whose worker died; progress is drawn when ``start`` is given."""
+def _pool_run(jobs, workers, variant_files, out, start) -> list:
+    """The jobs (families, case ids, variant names) not finished because a worker died, in the
+    order given; progress is drawn when ``start`` is given."""
     from concurrent.futures.process import BrokenProcessPool
 
-    crashed = []
+    broken = set()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(_run_chunk, variant_files, fam, variant_names, ids, str(out)): (fam, ids) for fam, ids in jobs}
+        futures = [pool.submit(_run_chunk, variant_files, fam, names, ids, str(out)) for fam, ids, names in jobs]
         for n, future in enumerate(as_completed(futures), 1):
             try:
                 future.result()
             except BrokenProcessPool:
-                crashed.append(futures[future])
+                broken.add(future)
             if start is not None:
                 _progress(n, len(jobs), start)
-    return crashed
+    return [job for job, future in zip(jobs, futures) if future in broken]
 
 
 def _recorded(out) -> set:

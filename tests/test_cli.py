@@ -143,6 +143,38 @@ def test_a_worker_that_dies_is_recorded_and_the_run_goes_on(tmp_path):
     assert set(table.loc[table["variant"] == "sdpa_math", "status"]) == {"pass"}
 
 
+CRASHING_ON_CAUSAL = '''
+import os
+from harness.registry import variant
+from reference import attention
+
+@variant("attention", "aborts_when_causal", dtypes=("float32",))
+def aborts_when_causal(q, k, v, *, scale, causal, window, alignment, mask, softcap):
+    if causal:
+        os.abort()
+    return attention(q, k, v, scale=scale, causal=causal, window=window, alignment=alignment, mask=mask, softcap=softcap)[0]
+'''
+
+
+def test_each_crash_is_pinned_on_its_own_case_once_and_the_other_cases_are_judged(tmp_path):
+    from cases import catalogue
+
+    variants_file = tmp_path / "crashing_on_causal.py"
+    variants_file.write_text(CRASHING_ON_CAUSAL)
+    plain = [c.id for c in catalogue("attention") if c.dtype == "float32" and not c.causal][:2]
+    causal = [c.id for c in catalogue("attention") if c.dtype == "float32" and c.causal][:2]
+    out = tmp_path / "run"
+    result = run_cli("run", "--family", "attention", "--variants-from", str(variants_file), "--workers", "2",
+                     "--out", str(out), *(arg for case in plain + causal for arg in ("--case", case)))
+    assert result.returncode == 1, result.stderr[-2000:]
+    table = pd.read_csv(out / "results.csv")
+    per_case = table.groupby("case_id")["status"].agg(set).to_dict()
+    assert all(per_case[c] == {"error"} for c in causal) and all("error" not in per_case[c] for c in plain), per_case
+    crashes = table[table["status"] == "error"]
+    assert crashes["detail"].str.contains("worker process died").all()
+    assert not crashes.duplicated(["case_id", "check", "target"]).any()  # recorded once, no re-run twice
+
+
 def test_shards_partition_the_cases_and_report_merges_them(tmp_path, capsys):
     common = ["run", "--family", "kv_cache", "--variants", "index_copy_cache"]
     for shard in ("1/2", "2/2"):
