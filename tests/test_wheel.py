@@ -6,6 +6,7 @@ line, so the install downloads nothing; torch must be left exactly as it was.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# One worker builds the wheel once for the module's tests (a build writes build/ and *.egg-info beside the sources).
+pytestmark = pytest.mark.xdist_group("wheel")
 
 KERNELS = '''
 import torch.nn.functional as F
@@ -57,7 +60,10 @@ def _run(*args, cwd, check=True) -> subprocess.CompletedProcess:
 def user_venv(tmp_path_factory) -> Path:
     """A venv holding the wheel built from this repository, beside this environment's torch."""
     where = tmp_path_factory.mktemp("wheel")
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", where / "dist", ROOT, cwd=where)
+    sources = where / "sources"  # a copy, so that the build leaves this checkout as it was
+    shutil.copytree(ROOT, sources, ignore=shutil.ignore_patterns(".git", ".venv", "reports", "build", "*.egg-info",
+                                                                 ".hypothesis", "__pycache__", "regressions"))
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", where / "dist", sources, cwd=where)
     (wheel,) = (where / "dist").glob("attn_oracle-*.whl")
     _run(sys.executable, "-m", "venv", where / "venv", cwd=where)
     python = where / "venv" / "bin" / "python"
