@@ -161,3 +161,16 @@ def bitwise_equal(check: str, target: str, runs: dict[str, dict[str, torch.Tenso
             return Comparison(check, target, FAIL, error=error, threshold=0.0, worst_index=index,
                               detail=f"{key}: {name} differs from {first_name} in {int(differ.sum())} element(s), first at {index}")
     return Comparison(check, target, PASS, error=0.0, threshold=0.0, detail=f"{len(runs)} runs bitwise identical")
+
+
+DET_FILL = 1.0e4  # what ``filled_allocations`` writes into every fresh allocation for DET's third call
+
+
+def det_runs(again, first=None, fill: float = DET_FILL) -> dict:
+    """DET's three runs of one call, by description: the ordinary call (``first``, when the
+    ordinary run already made it the same way; else a new one), a second identical call, and
+    one under ``filled_allocations(fill)``. ``again(context)`` makes the call inside
+    ``context`` and returns its results; compare them with ``bitwise_equal``."""
+    return {"the ordinary call": first if first is not None else again(contextlib.nullcontext()),
+            "a second identical call": again(contextlib.nullcontext()),
+            f"a call under filled_allocations({fill:g})": again(filled_allocations(fill))}

@@ -1,6 +1,5 @@
 """Adapter errors told apart from the implementation's: who raised decides the status."""
 
-import textwrap
 
 import pytest
 

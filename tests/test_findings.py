@@ -11,7 +11,6 @@ import runpy
 import subprocess
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -34,7 +34,6 @@ Checks (README's table): OUT, GRAD, FIN, ZERO, INV, LAYOUT, and the memory check
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import asdict, dataclass
@@ -45,7 +44,7 @@ from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
 from harness.faults import AdapterContractError
 from harness.gradients import gradients
-from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
+from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_allocations
 from harness.tolerance import ERROR, FAIL, LOW_DTYPES, Comparison, all_finite, compare, exact_zero
 from harness.oracle_device import moved
 from reference.attention import attention
@@ -58,7 +57,6 @@ _ALIGN_TOKENS = {"bottom_right": "br", "top_left": "tl"}
 # weight, and 0 * NaN is NaN in every dense implementation (SDPA math and flash on
 # CPU included). NaN-filled scratch belongs to the KV-cache family's unused slots.
 POISON_KEY, POISON_VALUE = 100.0, 1.0e4
-DET_FILL = 1.0e4  # what filled_allocations writes into fresh memory for DET's third call
 GRAD_NAMES = ("dq", "dk", "dv")
 
 
@@ -500,9 +498,7 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
                 grads = backward(given, out) if need_grad else {}
             return {"out": out.detach().cpu(), **grads}
 
-        first = ordinary if ordinary and ordinary["need_grad"] == need_grad else again(contextlib.nullcontext())
-        runs = {"the ordinary call": first, "a second identical call": again(contextlib.nullcontext()),
-                f"a call under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        runs = det_runs(again, ordinary if ordinary and ordinary["need_grad"] == need_grad else None)
         for spec in specs:
             names = ("out",) if spec.target == "out" else GRAD_NAMES
             results[spec.key] = bitwise_equal("DET", spec.target, {k: {n: r[n] for n in names} for k, r in runs.items()})

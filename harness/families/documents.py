@@ -35,7 +35,6 @@ bitwise the same). Slack output rows stay outside every comparison.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import asdict, dataclass
@@ -46,9 +45,9 @@ from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
 from harness.faults import AdapterContractError
 from harness.gradients import gradients
-from harness.families.attention import BLOCKED_ORACLE_FROM, DET_FILL, GRAD_NAMES, LONG_SCORES, one_of_gradients
+from harness.families.attention import BLOCKED_ORACLE_FROM, GRAD_NAMES, LONG_SCORES, one_of_gradients
 from harness.layouts import DocumentLayout, MicroStep
-from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
+from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_allocations
 from harness.tolerance import FAIL, LOW_DTYPES, Comparison, all_finite, compare, exact_zero
 from harness.oracle_device import moved
 from reference.attention import attention
@@ -435,9 +434,7 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
                 grads = backward(given, out) if need_grad else {}
             return {"out": out.detach().cpu()[docs], **grads}
 
-        first = ordinary if ordinary and ordinary["need_grad"] == need_grad else again(contextlib.nullcontext())
-        runs = {"the ordinary call": first, "a second identical call": again(contextlib.nullcontext()),
-                f"a call under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        runs = det_runs(again, ordinary if ordinary and ordinary["need_grad"] == need_grad else None)
         for spec in specs:
             names = ("out",) if spec.target == "out" else GRAD_NAMES
             results[spec.key] = bitwise_equal("DET", spec.target, {k: {n: r[n] for n in names} for k, r in runs.items()})

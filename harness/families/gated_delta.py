@@ -39,7 +39,6 @@ result), and the memory checks of ``harness.memory_checks``:
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -49,7 +48,7 @@ from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
 from harness.faults import AdapterContractError
 from harness.gradients import gradients
-from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
+from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_allocations
 from harness.steps import worst
 from harness.tolerance import FAIL, LOW_DTYPES, Comparison, all_finite, compare
 from reference.gated_delta import chunked_gated_delta_rule, gated_delta_rule
@@ -58,7 +57,6 @@ from reference.gated_delta import chunked_gated_delta_rule, gated_delta_rule
 GATES = ("zero", "mild", "extreme", "minus5", "minus28")
 INPUTS = ("q", "k", "v", "g", "beta", "initial_state")
 GRADS = tuple(f"d{n}" for n in INPUTS)
-DET_FILL = 1.0e4  # what filled_allocations writes into fresh memory for DET's third call
 # Above this length the oracle uses the chunked twin (per-head gates only), which
 # tests/test_gated_delta.py holds to the per-token recurrence; below it, the recurrence.
 CHUNKED_ORACLE_FROM = 256
@@ -423,9 +421,7 @@ def run(case, fn, device, oracle: GatedDeltaOracle, wanted) -> dict[str, Compari
                 grads = backward(given, out, state) if need_grad else {}
             return {**results_of(out, state), **grads}
 
-        first = ordinary if ordinary and ordinary["need_grad"] == need_grad else again(contextlib.nullcontext())
-        runs = {"the ordinary call": first, "a second identical call": again(contextlib.nullcontext()),
-                f"a call under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        runs = det_runs(again, ordinary if ordinary and ordinary["need_grad"] == need_grad else None)
         for s in specs:
             names = ("out", "final_state") if s.target == "out" else GRADS
             results[s.key] = bitwise_equal("DET", s.target, {k: {n: _dense(r[n]) for n in names} for k, r in runs.items()})

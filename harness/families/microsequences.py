@@ -21,16 +21,14 @@ over as views at the head of NaN-tailed allocations), UNINIT:out (the call under
 
 from __future__ import annotations
 
-import contextlib
 
 import torch
 
 from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
 from harness.faults import AdapterContractError
 from harness.families import documents as docs
-from harness.families.attention import DET_FILL
 from harness.gradients import gradients
-from harness.memory_checks import bitwise_equal, filled_allocations, guarded, poisoned_allocations
+from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_allocations
 from harness.tolerance import Comparison, all_finite, compare, exact_zero
 
 
@@ -105,9 +103,7 @@ def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
                 return call(ordinary.get("need_grad", False))[1].detach().cpu()[rows]
 
         first = ordinary.get("out")
-        runs = {"the ordinary call": first if first is not None else again(contextlib.nullcontext()),
-                "a second identical call": again(contextlib.nullcontext()),
-                f"a call under filled_allocations({DET_FILL:g})": again(filled_allocations(DET_FILL))}
+        runs = det_runs(again, first)
         results["DET:out"] = bitwise_equal("DET", "out", {k: {"out": o} for k, o in runs.items()})
 
     def checked(specs, body):
