@@ -139,8 +139,6 @@ def cmd_run(args) -> int:
         _family(name)
     variant_names = _selected_names(args, loaded)
     _chosen_variants(families, variant_names)  # unknown names are a usage error before anything runs
-    from cases import catalogue
-
     if args.case:
         if len(families) != 1:
             raise UsageProblem("--case needs exactly one --family")
@@ -172,25 +170,7 @@ def cmd_run(args) -> int:
     # microsequences share cases), so a case's oracle is computed once.
     families_of: dict[str, list[str]] = {}
     for family in families:
-        if args.profile == "long":
-            from cases import long_catalogue
-
-            listed = case_ids or [c.id for c in long_catalogue(family)]
-        else:
-            listed = case_ids or [c.id for c in catalogue(family)]
-        if args.profile in ("ci", "dev") and not case_ids:
-            from hypothesis import settings
-
-            from harness.drawn_cases import drawn_cases
-
-            count = settings.get_profile(args.profile).max_examples
-            from harness.registry import variants
-
-            runnable = [v for v in variants(family) if (not variant_names or v.name in variant_names)
-                        and not v.unavailable_reason()]  # cases are drawn within what these take
-            if runnable:
-                listed += [c.id for c in drawn_cases(family, count, seed, runnable) if c.id not in listed]
-        for case_id in listed:
+        for case_id in case_ids or _case_ids(family, args.profile, variant_names, seed):
             families_of.setdefault(case_id, []).append(family)
     jobs = [(fams, [case_id]) for case_id, fams in families_of.items()]
     if args.shard:
@@ -232,6 +212,27 @@ def cmd_run(args) -> int:
     if interrupted:
         return 130
     return 1 if int(bad.sum()) > known or stale else 0
+
+
+def _case_ids(family: str, profile: str | None, variant_names, seed: int) -> list[str]:
+    """The ids of the cases a run takes from ``family``: its catalogue (the long profile's with
+    ``long``), and with ``ci`` / ``dev`` as many cases drawn from its strategy as the profile's
+    max_examples, within what the chosen runnable variants take."""
+    from cases import catalogue, long_catalogue
+
+    listed = [c.id for c in (long_catalogue if profile == "long" else catalogue)(family)]
+    if profile not in ("ci", "dev"):
+        return listed
+    from hypothesis import settings
+
+    from harness.drawn_cases import drawn_cases
+    from harness.registry import variants
+
+    runnable = [v for v in variants(family) if (not variant_names or v.name in variant_names) and not v.unavailable_reason()]
+    if not runnable:
+        return listed
+    drawn = drawn_cases(family, settings.get_profile(profile).max_examples, seed, runnable)
+    return listed + [c.id for c in drawn if c.id not in listed]
 
 
 def _stale_declarations(frame) -> list[str]:
