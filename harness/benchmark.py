@@ -6,13 +6,16 @@
   score tensors alone would pass ``--plain-limit-gib``.
 * ``ratio``: on every attention catalogue case (CI shapes), the whole family oracle
   (``harness.families.attention.oracle``, what the harness computes once per case) against
-  the fastest variant available here (one forward, plus backward where it has one), and
+  the fastest variant available here doing the same work: the oracle with gradients
+  against the fastest forward and backward, the oracle without them (what a run computes
+  when no chosen variant is checked on gradients) against the fastest forward; and
   where the oracle's time goes: input generation, the float64 truth, the same-dtype and
   fp32-accumulate baselines, head repetition (``repeat_interleave`` of K and V, part of
   each reference call), coverage (fully-masked rows, unseen keys), LAYOUT:expanded's
-  forwards, the rest, and the fixed cost of one oracle call (a 1-token case).
-* ``case``: the oracle against each variant on one case (``--case ID``, default the
-  largest catalogue case).
+  truths (by symmetry from the case's outputs, or reference forwards where k and v repeat
+  one key), the rest, and the fixed cost of one oracle call (a 1-token case).
+* ``case``: the same two comparisons on one case (``--case ID``, default the largest
+  catalogue case).
 
 Peak memory is the growth of the process's peak resident set (``/proc/self/status``
 VmHWM after resetting it through ``/proc/self/clear_refs``): Linux only. Not a test:
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -125,33 +129,36 @@ def _length_row(row: dict) -> str:
 
 # ---------------------------------------------------------------------------- ratio
 
-def _fastest_variant(case, inputs) -> tuple[str, float]:
-    """The fastest variant available here on ``case``: (name, shortest seconds of forward + backward where supported)."""
+def _fastest_variants(case, inputs, repeats: int = 3) -> dict[str, tuple[str, float]]:
+    """The fastest variants available here on ``case``: {"backward": (name, seconds of one
+    forward and backward), "forward": (name, seconds of one forward)}, the shortest of
+    ``repeats`` calls each. Every variant runs forward; those that take gradients on the
+    case run forward and backward too ("backward" is missing when none does)."""
     from harness.dtypes import TORCH_DTYPES
     from harness.families.attention import _kwargs, case_features
     from harness.registry import variants
 
     dtype = TORCH_DTYPES[case.dtype]
     features = case_features(case)
-    timings = {}
+    timings: dict[str, dict[str, float]] = {"forward": {}, "backward": {}}
     for v in variants("attention"):
         if v.unavailable_reason() or v.limitation_for(features, case.dtype):
             continue
-        backward = v.limitation_for(features, case.dtype, frozenset({"backward"})) is None
 
-        def once(v=v, backward=backward):
+        def once(v=v, backward=False):
             leaves = [inputs[n].to(dtype).requires_grad_(backward) for n in ("q", "k", "v")]
             mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
             out = v.fn(*leaves, **_kwargs(case, mask))
             if backward and out.requires_grad:
                 out.backward(inputs["dout"].to(dtype))
 
-        try:
-            timings[v.name + ("" if backward else " (fwd)")] = _best_seconds(once, 3)
-        except Exception:  # a variant failing a case is the suite's business, not the benchmark's
-            continue
-    name = min(timings, key=timings.get)
-    return name, timings[name]
+        kinds = ["forward"] + (["backward"] if v.limitation_for(features, case.dtype, frozenset({"backward"})) is None else [])
+        for kind in kinds:
+            try:
+                timings[kind][v.name] = _best_seconds(lambda: once(backward=kind == "backward"), repeats)
+            except Exception:  # a variant failing a case is the suite's business, not the benchmark's
+                continue
+    return {kind: min(found.items(), key=lambda item: item[1]) for kind, found in timings.items() if found}
 
 
 def _oracle_parts(case, repeats: int) -> dict[str, float]:
@@ -174,18 +181,21 @@ def _oracle_parts(case, repeats: int) -> dict[str, float]:
     }
     fp32 = getattr(family, "_fp32_accumulate", None)
     parts["baseline fp32-accumulate"] = _best_seconds(lambda: fp32(case, inputs, dtype), repeats) if fp32 else 0.0
-    dim = family._expand_dim(case)
-    expanded = dict(inputs, k=family._expanded(inputs["k"], dim).contiguous(), v=family._expanded(inputs["v"], dim).contiguous())
-    forward_dtypes = [torch.float64, dtype] + ([torch.float32] if parts["baseline fp32-accumulate"] else [])
-    parts["LAYOUT:expanded forwards"] = _best_seconds(
-        lambda: [family._forward(case, expanded, d) for d in forward_dtypes], repeats) if case.len_k else 0.0
+    outs = (family._forward(case, inputs, torch.float64), family._forward(case, inputs, dtype),
+            family._fp32_accumulate(case, inputs, dtype)[0])
+    parts["LAYOUT:expanded truths"] = _best_seconds(
+        lambda: family._expanded_truths(case, inputs, outs, (torch.float64, dtype, torch.float32)), repeats) \
+        if case.len_k else 0.0
     counted = ("inputs", "truth float64", "baseline same dtype", "baseline fp32-accumulate", "coverage",
-               "LAYOUT:expanded forwards")
+               "LAYOUT:expanded truths")
     parts["rest (bookkeeping)"] = max(0.0, parts["oracle"] - sum(parts[n] for n in counted))
     return parts
 
 
 def ratio_table(repeats: int) -> list[dict]:
+    """One row per attention catalogue case: the oracle with gradients against the fastest
+    variant's forward and backward, and the oracle without them (what a run of forward-only
+    variants computes) against the fastest forward."""
     from cases import catalogue
     from harness.families.attention import AttentionCase, make_inputs, oracle
 
@@ -194,24 +204,38 @@ def ratio_table(repeats: int) -> list[dict]:
     rows = []
     for case in catalogue("attention"):
         parts = _oracle_parts(case, repeats)
-        name, seconds = _fastest_variant(case, make_inputs(case))
-        rows.append(dict(case=case.id, variant=name, variant_s=seconds, fixed=fixed, **parts))
+        forward_s = _best_seconds(lambda: oracle(case, backward=False), repeats)
+        fastest = _fastest_variants(case, make_inputs(case))
+        (name, seconds), (fwd_name, fwd_s) = fastest.get("backward", ("-", math.nan)), fastest["forward"]
+        rows.append(dict(case=case.id, variant=name, variant_s=seconds, forward_oracle=forward_s,
+                         forward_variant=fwd_name, forward_variant_s=fwd_s, fixed=fixed, **parts))
         print(f"| {case.id} | {parts['oracle'] * 1e3:.1f} | {name} | {seconds * 1e3:.2f} | "
-              f"{parts['oracle'] / seconds:.1f}x |", flush=True)
+              f"{parts['oracle'] / seconds:.1f}x | {forward_s * 1e3:.1f} | {fwd_name} | {fwd_s * 1e3:.2f} | "
+              f"{forward_s / fwd_s:.1f}x |", flush=True)
     return rows
+
+
+RATIO_HEADER = ("| case | oracle ms | fastest forward + backward | ms | ratio | oracle without gradients ms "
+                "| fastest forward | ms | ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+def _ratios(rows: list[dict], oracle_key: str, variant_key: str) -> str:
+    rows = [r for r in rows if not math.isnan(r[variant_key])]
+    oracle_s, variant_s = sum(r[oracle_key] for r in rows), sum(r[variant_key] for r in rows)
+    ratios = sorted(r[oracle_key] / r[variant_key] for r in rows)
+    return (f"{len(rows)} cases: oracle {oracle_s * 1e3:.0f} ms, fastest variants {variant_s * 1e3:.0f} ms, "
+            f"ratio of the sums {oracle_s / variant_s:.1f}x, per case median {statistics.median(ratios):.1f}x "
+            f"(min {ratios[0]:.1f}x, max {ratios[-1]:.1f}x)")
 
 
 def _ratio_summary(rows: list[dict]) -> list[str]:
     oracle_s = sum(r["oracle"] for r in rows)
-    variant_s = sum(r["variant_s"] for r in rows)
-    ratios = sorted(r["oracle"] / r["variant_s"] for r in rows)
-    lines = [f"all {len(rows)} cases: oracle {oracle_s * 1e3:.0f} ms, fastest variants {variant_s * 1e3:.0f} ms, "
-             f"ratio of the sums {oracle_s / variant_s:.1f}x, per case median {statistics.median(ratios):.1f}x "
-             f"(min {ratios[0]:.1f}x, max {ratios[-1]:.1f}x)",
+    lines = ["forward and backward, " + _ratios(rows, "oracle", "variant_s"),
+             "forward only, " + _ratios(rows, "forward_oracle", "forward_variant_s"),
              f"fixed cost of one oracle call (a 1-token case): {rows[0]['fixed'] * 1e3:.2f} ms", "",
              "| where the oracle's time goes (sum over the cases) | ms | share |", "| --- | --- | --- |"]
     for part in ("inputs", "truth float64", "baseline same dtype", "baseline fp32-accumulate", "coverage",
-                 "LAYOUT:expanded forwards", "rest (bookkeeping)", "head repetition (one call)"):
+                 "LAYOUT:expanded truths", "rest (bookkeeping)", "head repetition (one call)"):
         total = sum(r[part] for r in rows)
         lines.append(f"| {part} | {total * 1e3:.1f} | {total / oracle_s:.0%} |")
     return lines
@@ -226,10 +250,14 @@ def case_table(case_id: str | None, repeats: int) -> None:
     case = case_from_id(case_id) if case_id else max(
         catalogue("attention"), key=lambda c: c.batch * c.heads_q * c.len_q * c.len_k * (c.head_dim + c.head_dim_v))
     print(f"case {case.id}: {case.describe()}; torch threads {torch.get_num_threads()}")
-    oracle_s = _best_seconds(lambda: oracle(case), repeats)
-    name, seconds = _fastest_variant(case, make_inputs(case))
-    print(f"oracle (float64 fwd+bwd and the baselines) {oracle_s * 1e3:.2f} ms; fastest variant {name} "
-          f"{seconds * 1e3:.2f} ms; ratio {oracle_s / seconds:.1f}x")
+    fastest = _fastest_variants(case, make_inputs(case), repeats)
+    for kind, backward in (("backward", True), ("forward", False)):
+        if kind in fastest:
+            oracle_s = _best_seconds(lambda: oracle(case, backward=backward), repeats)
+            name, seconds = fastest[kind]
+            print(f"{'forward and backward' if backward else 'forward only'}: oracle (float64 truth and the "
+                  f"baselines) {oracle_s * 1e3:.2f} ms; fastest variant {name} {seconds * 1e3:.2f} ms; "
+                  f"ratio {oracle_s / seconds:.1f}x")
 
 
 def main(argv=None) -> None:
@@ -257,7 +285,7 @@ def main(argv=None) -> None:
             if row["seconds"] is None:
                 print(_length_row(row))
     elif args.table == "ratio":
-        print("| case | oracle ms | fastest variant | variant ms | oracle / variant |\n| --- | --- | --- | --- | --- |")
+        print(RATIO_HEADER)
         print("\n".join(_ratio_summary(ratio_table(args.repeats))))
     else:
         case_table(args.case, args.repeats)

@@ -24,20 +24,26 @@ class OracleCache:
 
     def __init__(self, capacity: int = 64):
         self.capacity = capacity
-        self._items: OrderedDict = OrderedDict()
+        self._items: OrderedDict = OrderedDict()  # key -> (oracle, whether it holds gradients)
         self.computed = 0  # how many oracles were actually run
 
-    def get(self, case, device: str = "cpu"):
+    def get(self, case, device: str = "cpu", backward: bool = True):
         """The oracle of ``case``; a family with ``oracle_on_device`` computes it on
-        ``oracle_device(device)`` (the variant's GPU, else the CPU) the first time."""
+        ``oracle_device(device)`` (the variant's GPU, else the CPU) the first time. With
+        ``backward=False`` a family with ``oracle_without_backward`` skips the gradients;
+        a later call that needs them computes the oracle again, with them, in its place."""
         key = (case.family, case.id)
-        if key in self._items:
+        if key in self._items and (self._items[key][1] or not backward):
             self._items.move_to_end(key)
-            return self._items[key]
+            return self._items[key][0]
         family = get_family(case.family)  # the case type's own family computes the truth
-        value = family.oracle(case, device=oracle_device(device)) if family.oracle_on_device else family.oracle(case)
+        kwargs = {"device": oracle_device(device)} if family.oracle_on_device else {}
+        if family.oracle_without_backward:
+            kwargs["backward"] = backward
+        value = family.oracle(case, **kwargs)
         self.computed += 1
-        self._items[key] = value
+        self._items[key] = (value, backward or not family.oracle_without_backward)
+        self._items.move_to_end(key)
         if len(self._items) > self.capacity:
             self._items.popitem(last=False)
         return value
@@ -77,7 +83,7 @@ def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
             wanted.append(spec)
     if not wanted:
         return records
-    oracle = oracles.get(case, variant.device)
+    oracle = oracles.get(case, variant.device, backward=any(spec.backward for spec in wanted))
     start = time.perf_counter()
     with provenance.collected() as ran, faults.adapter(variant.source), graded(variant.precision):
         comparisons = family.run(case, variant.fn, variant.device, oracle, wanted)

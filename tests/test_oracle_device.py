@@ -44,6 +44,8 @@ def test_the_cache_hands_a_device_aware_family_the_oracles_device_and_others_non
     calls = []
 
     class Fake:
+        oracle_without_backward = False
+
         def __init__(self, aware):
             self.oracle_on_device = aware
 
@@ -75,3 +77,18 @@ def test_the_attention_and_documents_oracles_take_a_device_and_return_cpu_tensor
         result = fam.oracle(catalogue(family)[0], device=torch.device("cpu"))
         tensors = [t for t in moved(result, "cpu").__dict__.values() if isinstance(t, torch.Tensor)]
         assert tensors and all(t.device.type == "cpu" for t in tensors)
+
+
+def test_a_forward_only_oracle_is_computed_again_with_gradients_when_a_variant_needs_them():
+    from harness.families.attention import case_from_id
+
+    case = case_from_id("b1-h2x1-q5-k9-d8v8-bf16-br-causal-s0")
+    cache = runner.OracleCache()
+    forward = cache.get(case, backward=False)
+    assert forward.grads is forward.base_grads is forward.base32_grads is None
+    assert cache.get(case, backward=False) is forward and cache.computed == 1  # still enough for the forward
+    full = cache.get(case)  # a variant checked on gradients
+    assert cache.computed == 2 and set(full.grads) == set(full.base_grads) == set(full.base32_grads) == {"dq", "dk", "dv"}
+    assert cache.get(case, backward=False) is full and cache.computed == 2  # the one with gradients serves both
+    for name in ("out", "base_out", "base32_out", "expanded_out", "expanded_base_out"):
+        assert torch.equal(getattr(forward, name), getattr(full, name)), name  # the same forward either way

@@ -6,7 +6,8 @@ A family module defines a ``FAMILY`` object with:
 * ``case_from_id(text)``: the case a short id stands for;
 * ``case_features(case)``: the set of strings limitations match against;
 * ``checks_for(case)``: the ``CheckSpec`` list that applies to the case;
-* ``oracle(case)``: the float64 truth (and same-dtype baseline), once per case;
+* ``oracle(case)``: the float64 truth (and same-dtype baseline), once per case (with
+  ``oracle_without_backward``, ``oracle(case, backward=False)`` skips the gradients);
 * ``run(case, fn, device, oracle, wanted)``: run the adapter ``fn`` and return one
   ``Comparison`` per wanted ``CheckSpec``, keyed by ``CheckSpec.key``;
 * optionally ``case_unavailable(case)``: why the case cannot run here at all ("" if it can).
@@ -97,6 +98,9 @@ class Family:
     case_unavailable: Callable = lambda case: ""
     # oracle(case, device=...) computes on that device (harness.oracle_device) and returns CPU tensors
     oracle_on_device: bool = False
+    # oracle(case, backward=False) computes no gradients, for a variant none of whose wanted
+    # checks needs them (forward-only kernels, inference programs): about half the work
+    oracle_without_backward: bool = False
 
     def signature_problem(self, fn) -> str:
         return signature_problem(fn, self.positional, self.keywords)

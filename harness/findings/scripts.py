@@ -98,7 +98,7 @@ class FamilyScript:
 
 def _attention_context(p: dict) -> dict:
     return {"scale": p["scale"] if p.get("scale") is not None else 1.0 / math.sqrt(p["head_dim"]),
-            "expand_dim": 0 if p["batch"] > 1 else 1 if p["heads_kv"] > 1 else 2}
+            "expand_dim": 1 if p["heads_kv"] > 1 else 0 if p["batch"] > 1 else 2}  # the family's _expand_dim
 
 
 def _gated_delta_context(p: dict) -> dict:
