@@ -5,7 +5,7 @@ What only shows at production lengths: split-K and long-row paths, large launch 
 the causal diagonal and windows far from the first key, chunked prefill and decode over a
 long past, documents mixing long and short ones with a cut inside a long one, a KV-cache
 ring wrapped 8 and 16 times over a schedule of extends and decode steps. On the CPU
-the lengths are ``CPU_LENGTHS``; with a CUDA GPU also ``GPU_LENGTHS`` (the oracle then
+the lengths are ``CPU_LENGTHS`` (the ring: ``KV_LENGTHS``); with a CUDA GPU also ``GPU_LENGTHS`` (the oracle then
 runs there in float64, ``harness.oracle_device``). The oracles take their row-blocked
 twins at these sizes (``reference.attention_blocked``); variants that materialise
 ``Lq x Lk`` scores declare the ``long`` feature a limitation.
@@ -19,8 +19,9 @@ from harness.families.attention import AttentionCase
 from harness.families.documents import DocumentsCase
 from harness.families.kv_cache import KVCase
 
-CPU_LENGTHS = (8192, 16384)
+CPU_LENGTHS = (8192, 16384, 32768)
 GPU_LENGTHS = (65536, 131072)
+KV_LENGTHS = (8192, 16384)  # the kv_cache oracle writes its caches token by token, every call
 
 
 def lengths() -> tuple[int, ...]:
@@ -69,6 +70,6 @@ def kv_cache_cases(length: int) -> list[KVCase]:
 def catalogue(family: str) -> list:
     """The long cases of ``family`` (none for a family that has no long cases yet)."""
     if family == "kv_cache":
-        return [case for length in CPU_LENGTHS for case in kv_cache_cases(length)]
+        return [case for length in KV_LENGTHS for case in kv_cache_cases(length)]
     make = {"attention": attention_cases, "documents": documents_cases}.get(family)
     return [case for length in lengths() for case in make(length)] if make else []

@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=("ci", "dev", "long"),
                      help="ci, dev: also run cases drawn from the Hypothesis strategies, as many per family as the "
                           "profile's max_examples (ci 15, dev 40); long: instead of the catalogue, the production-length "
-                          "cases of cases/long.py (8k and 16k tokens; 64k and 128k with a GPU); default: the catalogue only")
+                          "cases of cases/long.py (8k, 16k and 32k tokens; 64k and 128k with a GPU); default: the catalogue only")
     run.add_argument("--seed", type=int, help="the seed of the drawn cases (default 0: the same cases every run)")
     run.add_argument("--shard", type=_shard, metavar="I/N",
                      help="run the I-th of N deterministic shares of the cases (merge with attn-oracle report)")

@@ -276,7 +276,9 @@ def test_a_script_rebuilds_the_harness_inputs_and_its_reference_is_the_oracle(fa
 
 
 SNIPPET_CASES = {  # small ones: every variant with a snippet runs on those it supports
-    "attention": [SMALL, "b1-h2x1-q5-k9-d8v8-f32-br-causal-s0"],
+    "attention": [SMALL, "b1-h2x1-q5-k9-d8v8-f32-br-causal-s0",
+                  # LAYOUT:expanded along the batch (a per-row mask too) and along kv heads
+                  "b2-h2x1-q5-k9-d8v8-f32-br-madditive-s2", "b1-h4x2-q5-k9-d8v8-f32-br-causal-s3"],
     "gated_delta": ["b2-t3-h1x2-k16v24-gh-mild-f32-h0-cut1-s4", "b1-t3-h1x2-k16v24-gc-mild-f32-h0-cut1-s5",
                     "b1-t9-h1x2-k16v24-gh-mild-f32-h0-docs4_0_3-pad2-s501"],
     "kv_cache": ["kv-static-b2-h2x1-d8-c8-n3_1_0_2-f32-s2", "kv-ring-b1-h2x1-d8-c8-w4-n4_6_1_7-f32-s8"],
@@ -385,3 +387,23 @@ if k_cache.untyped_storage().nbytes() // k_cache.element_size() > k_cache.numel(
         assert code == expected, f"{variant.name} {key}\n{printed}"
         shown[variant.name, key] = printed
     assert "k_cache: 1 element(s) past its end were written, the first 0 past the end" in shown["overrun", ("GUARD", "buffers")]
+
+
+@pytest.mark.parametrize("case_id", ["b2-h2x1-q5-k9-d8v8-f32-br-madditive-s2", "b2-h4x2-q5-k9-d8v8-f32-br-mbool-s4",
+                                     SMALL])
+def test_a_layout_expanded_script_hands_over_the_harness_values(case_id, tmp_path):
+    """Along the batch, kv heads and the sequence: the script's expanded values are those
+    ``harness.families.attention.expanded_layout`` gives the variant."""
+    from harness.families import attention
+
+    case = attention.case_from_id(case_id)
+    record = _record(family="attention", variant="v", case_id=case_id, case_params=case.params(), check="LAYOUT",
+                     target="expanded")
+    text, why = store.script_for(record, _torch_variant("attention"))
+    assert why == ""
+    (tmp_path / "script.py").write_text(text)
+    ns = runpy.run_path(str(tmp_path / "script.py"), run_name="not_main")
+    mine = ns["expanded_values"](ns["make_inputs"]())
+    given = attention.expanded_layout(case, attention.make_inputs(case))
+    for name, tensor in given.items():
+        assert (tensor is None and mine[name] is None) or torch.equal(mine[name], tensor), name

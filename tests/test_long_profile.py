@@ -22,17 +22,17 @@ from harness.suite import suite_items
 SMALL = "b1-h2x1-q20-k33-d16v16-f32-br-causal-s7"
 
 
-def test_the_long_cases_reach_16k_tokens_on_the_cpu_and_128k_with_a_gpu(monkeypatch):
+def test_the_long_cases_reach_32k_tokens_on_the_cpu_and_128k_with_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert long.lengths() == (8192, 16384)
+    assert long.lengths() == (8192, 16384, 32768)
     for family in ("attention", "documents"):
         found = long_catalogue(family)
         assert found and not {c.id for c in found} & {c.id for c in catalogue(family)}
         for case in found:
             assert get_family(family).case_from_id(case.id) == case
     tokens = [case.layout.total for case in long_catalogue("documents")]
-    assert tokens == [8192, 16384]
-    assert max(c.len_k for c in long_catalogue("attention")) == 16384
+    assert tokens == [8192, 16384, 32768]
+    assert max(c.len_k for c in long_catalogue("attention")) == 32768
     rings = long_catalogue("kv_cache")
     assert [c.length for c in rings] == [8192, 16384] and all(c.length >= 8 * c.capacity for c in rings)
     assert long_catalogue("gated_delta") == []

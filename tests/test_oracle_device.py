@@ -92,3 +92,14 @@ def test_a_forward_only_oracle_is_computed_again_with_gradients_when_a_variant_n
     assert cache.get(case, backward=False) is full and cache.computed == 2  # the one with gradients serves both
     for name in ("out", "base_out", "base32_out", "expanded_out", "expanded_base_out"):
         assert torch.equal(getattr(forward, name), getattr(full, name)), name  # the same forward either way
+
+
+def test_the_documents_oracle_without_backward_has_the_same_forward_and_no_gradients():
+    from cases import catalogue
+    from harness.families.documents import oracle
+
+    case = catalogue("documents")[0]
+    full, forward = oracle(case), oracle(case, backward=False)
+    assert forward.step_grads is forward.step_base_grads is forward.whole_grads is forward.whole_base_grads is None
+    for name in ("step_out", "step_base_out", "whole_out", "whole_base_out", "pack_out", "pack_base_out"):
+        assert torch.equal(getattr(forward, name), getattr(full, name)), name

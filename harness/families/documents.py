@@ -203,21 +203,21 @@ def _attend(case: DocumentsCase, step: MicroStep):
     return blocked_attention if case.heads_q * largest >= BLOCKED_ORACLE_FROM else attention
 
 
-def _reference(case, step, q, k, v, dout, dtype):
-    """document_attention on one step in ``dtype``: out and grads of q, k, v."""
-    leaves = [x.to(dtype, copy=True).requires_grad_() for x in (q, k, v)]
+def _reference(case, step, q, k, v, dout, dtype, backward: bool = True):
+    """document_attention on one step in ``dtype``: out and grads of q, k, v (None without ``backward``)."""
+    leaves = [x.to(dtype).detach().requires_grad_(backward) for x in (q, k, v)]
     kw = _step_kwargs(case, step)
     out = document_attention(*leaves, cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
                              first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal,
                              attend=_attend(case, step))
-    return out.detach(), gradients([out], [dout.to(dtype)], dict(zip("qkv", leaves)))
+    return out.detach(), gradients([out], [dout.to(dtype)], dict(zip("qkv", leaves))) if backward else None
 
 
 @dataclass
 class DocumentsOracle:
     inputs: dict  # whole sequence, float64
     step_out: torch.Tensor  # [Tq_step, Hq, Dv], float64
-    step_grads: dict  # dq [Tq_step], dk, dv [T]
+    step_grads: dict | None  # dq [Tq_step], dk, dv [T] (None: computed with backward=False)
     step_base_out: torch.Tensor
     step_base_grads: dict
     pack_out: torch.Tensor  # per-document reference.attention, stacked like step_out
@@ -252,21 +252,22 @@ def _per_document(case: DocumentsCase, step: MicroStep, q, k, v, dtype) -> torch
     return out
 
 
-def oracle(case: DocumentsCase, device: torch.device | str = "cpu") -> DocumentsOracle:
-    """The case's truth, computed on ``device`` (``harness.oracle_device``); its tensors on the CPU."""
+def oracle(case: DocumentsCase, device: torch.device | str = "cpu", backward: bool = True) -> DocumentsOracle:
+    """The case's truth, computed on ``device`` (``harness.oracle_device``); its tensors on
+    the CPU. ``backward=False`` computes no gradients (every ``*grads`` field None)."""
     x = moved(make_inputs(case), device)
     dtype = TORCH_DTYPES[case.dtype]
     step = case.step
     q, dout = x["q"][step.start:], x["dout"][step.start:]
-    step_out, step_grads = _reference(case, step, q, x["k"], x["v"], dout, torch.float64)
-    step_base, step_base_grads = _reference(case, step, q, x["k"], x["v"], dout, dtype)
+    step_out, step_grads = _reference(case, step, q, x["k"], x["v"], dout, torch.float64, backward)
+    step_base, step_base_grads = _reference(case, step, q, x["k"], x["v"], dout, dtype, backward)
     whole = case.layout.step(0, case.layout.total)
-    whole_out, whole_grads = _reference(case, whole, x["q"], x["k"], x["v"], x["dout"], torch.float64)
-    whole_base, whole_base_grads = _reference(case, whole, x["q"], x["k"], x["v"], x["dout"], dtype)
+    whole_out, whole_grads = _reference(case, whole, x["q"], x["k"], x["v"], x["dout"], torch.float64, backward)
+    whole_base, whole_base_grads = _reference(case, whole, x["q"], x["k"], x["v"], x["dout"], dtype, backward)
     base32 = {}
     if dtype in LOW_DTYPES:
-        out32, grads32 = _reference(case, step, q, x["k"], x["v"], dout, torch.float32)
-        base32 = dict(step_base32_out=out32.to(dtype), step_base32_grads={n: g.to(dtype) for n, g in grads32.items()},
+        out32, grads32 = _reference(case, step, q, x["k"], x["v"], dout, torch.float32, backward)
+        base32 = dict(step_base32_out=out32.to(dtype), step_base32_grads=grads32 and {n: g.to(dtype) for n, g in grads32.items()},
                       pack_base32_out=_per_document(case, step, q, x["k"], x["v"], torch.float32).to(dtype))
     return moved(DocumentsOracle(x, step_out, step_grads, step_base, step_base_grads,
                                  _per_document(case, step, q, x["k"], x["v"], torch.float64),
@@ -511,5 +512,5 @@ FAMILY = Family(
     name="documents", positional=("q", "k", "v"),
     keywords=("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k", "first_document_begin", "scale", "causal"),
     case_type=DocumentsCase, contract=__doc__, case_from_id=case_from_id, case_features=case_features,
-    checks_for=checks_for, oracle=oracle, run=run, oracle_on_device=True,
+    checks_for=checks_for, oracle=oracle, run=run, oracle_on_device=True, oracle_without_backward=True,
 )
