@@ -20,15 +20,12 @@ of which must hold:
   times smaller than the others (dg under extreme gates) is judged at the scale of the
   computation that produced it, as the max-abs rule already does.
 
-Cancellation. Where a family knows that a result is a difference of intermediates that
-cancel in exact arithmetic (attention's dq and dk: a flash-style backward rounds
-dp_j - D, with D = rowsum(dout * out), at the scale of those dot products even where the
-exact difference is 0, and where a naive baseline may cancel exactly), it passes their
-scale as ``cancelling`` and both thresholds get ``floor_ulps * eps(acc) * cancelling``
-more (relative RMS: that over ``rms(ref)``), ``acc`` being the accumulation dtype, float32
-(float64 for a float64 call): one rounding of the intermediates, as a correct kernel
-that accumulates in float32 makes it, not the case dtype's (in bfloat16 that would let
-through an error the kernel grade is there to catch).
+Cancellation. Where a result is a difference of intermediates that cancel in exact
+arithmetic, a correct kernel may leave an error that neither baseline makes (attention's
+dq and dk: a flash-style backward forms dp_j - D with D = rowsum(dout * out), from the
+output it stored in the dtype; the baselines' backward never forms D). The family
+computes that allowance, an absolute error, and passes it as ``cancelling``: it is added
+to the max-abs threshold of both grades, and over ``rms(ref)`` to the relative RMS one.
 
 A value that is not finite fails, whatever the figures. Exact checks (``exact_zero``)
 compare with ``==`` and have no tolerance at all.
@@ -202,8 +199,8 @@ def compare(
     ``baseline`` is the naive same-dtype reference, ``base32`` the fp32-accumulate one
     (low dtypes; None elsewhere), both the shape of ``oracle``. ``grade`` (default: the
     one ``graded`` set) picks the rule; without ``base32`` or outside the low dtypes
-    the kernel grade is the naive rule. ``cancelling``: the scale of intermediates that
-    cancel exactly in the result (see the module docstring; 0: none)."""
+    the kernel grade is the naive rule. ``cancelling``: the absolute error a correct
+    kernel may leave where the result cancels exactly (see the module docstring; 0: none)."""
     grade = grade or current_grade()
     if actual.shape != oracle.shape:
         return Comparison(check, target, FAIL, detail=f"shape {tuple(actual.shape)} != expected {tuple(oracle.shape)}", grade=grade)
@@ -217,7 +214,7 @@ def compare(
     row = policy or check
     got = measure(actual, oracle)
     scale, floor_scale = _scales(oracle, magnitude)
-    extra = _cancellation_floors(oracle, dtype, cancelling)
+    extra = _cancellation_room(oracle, cancelling)
     naive = _judged(got, POLICY[row], measure(baseline, oracle), dtype, scale, floor_scale, extra)
     kernel_ratio, kernel = math.nan, None
     if base32 is None and dtype not in LOW_DTYPES:
@@ -247,12 +244,10 @@ def _scales(oracle: torch.Tensor, magnitude: float | None) -> tuple[float, float
     return scale, max(1.0, scale / ref_rms if ref_rms > 0 else scale)
 
 
-def _cancellation_floors(oracle: torch.Tensor, dtype: torch.dtype, cancelling: float) -> tuple[float, float]:
-    """(max-abs, rel-RMS) per floor ulp for intermediates of scale ``cancelling`` that cancel:
-    ``eps(acc) * cancelling``, and that over ``rms(oracle)`` (see the module docstring)."""
-    if not cancelling:
+def _cancellation_room(oracle: torch.Tensor, absolute: float) -> tuple[float, float]:
+    """(max-abs, rel-RMS) room for an absolute cancellation error: itself, and it over ``rms(oracle)``."""
+    if not absolute:
         return 0.0, 0.0
-    absolute = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps * cancelling
     ref_rms = float(oracle.detach().to(torch.float64).norm()) / math.sqrt(max(oracle.numel(), 1))
     return absolute, absolute / ref_rms if ref_rms > 0 else absolute
 
@@ -260,10 +255,10 @@ def _cancellation_floors(oracle: torch.Tensor, dtype: torch.dtype, cancelling: f
 def _judged(got: Errors, rule: Rule, base: Errors, dtype: torch.dtype, scale: float, floor_scale: float,
             extra: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float, float]:
     """(margin, max-abs threshold, rel-RMS threshold) of ``got`` under ``rule`` against ``base``;
-    ``extra``: ``_cancellation_floors``, in units of the rule's floor ulps."""
+    ``extra``: ``_cancellation_room``."""
     floor = rule.floor_ulps * torch.finfo(dtype).eps
-    threshold = rule.k * base.max_abs + floor * scale + rule.floor_ulps * extra[0]
-    rel_threshold = rule.rms_k * base.rel_rms + floor * floor_scale + rule.floor_ulps * extra[1]
+    threshold = rule.k * base.max_abs + floor * scale + extra[0]
+    rel_threshold = rule.rms_k * base.rel_rms + floor * floor_scale + extra[1]
     return 1.0 - max(got.max_abs / threshold, got.rel_rms / rel_threshold), threshold, rel_threshold
 
 

@@ -237,3 +237,36 @@ def test_results_saved_before_the_grade_columns_load_with_empty_ones(tmp_path):
     old.to_csv(tmp_path / "results.csv", index=False)
     frame = records.load(tmp_path / "results.csv")
     assert frame.loc[0, "grade"] == "" and math.isnan(frame.loc[0, "kernel_ratio"]) and math.isnan(frame.loc[0, "naive_margin"])
+
+
+# ------------------------------------------------- gradients that cancel (dq, dk)
+
+CANCELLING = [  # a single key (dq = dk = 0 exactly), and peaked softmaxes over 2 and 4 keys
+    "b1-h1x1-q1-k1-d32v32-f32-br-sc1-s0", "b1-h1x1-q1-k2-d32v32-bf16-br-sc1-s0", "b1-h2x2-q2-k4-d64v64-f16-br-sc1-s36"]
+
+
+@pytest.mark.parametrize("case_id", CANCELLING)
+def test_the_cpu_flash_backward_passes_where_dq_and_dk_cancel_and_fails_without_the_allowance(case_id, monkeypatch):
+    """The CPU flash kernel forms D = rowsum(dout * out) from the output it stored in the
+    dtype (and rounds dp - D in float32): the attention oracle's ``cancelling`` allowance,
+    of the size of the kernel's error, not orders above it."""
+    from harness.families.attention import AttentionOracle
+    from harness.registry import variants
+    from harness.runner import OracleCache, evaluate
+
+    flash = variants("attention", ["sdpa_flash_cpu"])
+    if not flash or flash[0].unavailable_reason():
+        pytest.skip("the CPU flash kernel is not available here")
+    case = get_family("attention").case_from_id(case_id)
+    cache = OracleCache()
+
+    def gradients():
+        return {r.target: r for r in evaluate(case, flash[0], cache) if r.check == "GRAD"}
+
+    records, oracle = gradients(), cache.get(case)
+    for name in ("dq", "dk"):
+        assert records[name].status == PASS, name
+        assert oracle.cancelling(name) <= 20 * records[name].error, name
+    assert oracle.cancelling("dv") == 0.0
+    monkeypatch.setattr(AttentionOracle, "cancelling", lambda self, name: 0.0)
+    assert FAIL in {gradients()[name].status for name in ("dq", "dk")}

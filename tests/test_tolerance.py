@@ -264,18 +264,20 @@ def test_a_magnitude_judges_a_tiny_gradient_at_the_scale_of_its_computation():
                    torch.float32, magnitude=1.0).status == "fail"
 
 
-def test_cancelling_intermediates_allow_one_float32_rounding_of_their_scale_and_no_more():
+def test_a_cancelling_allowance_is_added_to_both_thresholds_and_no_more():
     """dq with a single key is exactly 0 and the naive baseline finds it exactly; a
-    flash-style backward leaves the rounding of dp - D, at the scale of those dot products."""
+    flash-style backward leaves the rounding of dp - D, which the family passes as an
+    absolute allowance."""
     oracle = torch.zeros(4, 8, dtype=torch.float64)
-    eps32, scale = torch.finfo(torch.float32).eps, 20.0
-    rounded = oracle + 2 * eps32 * scale  # two roundings of intermediates of size 20
+    floor = POLICY["GRAD"].floor_ulps * torch.finfo(torch.float32).eps * 2.0  # magnitude 2
+    rounded = oracle + 3 * floor
     assert compare("GRAD", "dq", rounded, oracle, oracle, torch.float32, magnitude=2.0).status == FAIL
-    assert compare("GRAD", "dq", rounded, oracle, oracle, torch.float32, magnitude=2.0, cancelling=scale).status == PASS
-    # the room is POLICY's floor ulps of float32 at that scale, no more
-    beyond = oracle + 1.01 * POLICY["GRAD"].floor_ulps * eps32 * (scale + 2.0)
-    assert compare("GRAD", "dq", beyond, oracle, oracle, torch.float32, magnitude=2.0, cancelling=scale).status == FAIL
-    # in bfloat16 the room is still float32's (the accumulation), not bfloat16's 65536 times more
-    wrong = oracle + 1e-3
-    assert compare("GRAD", "dq", wrong, oracle, oracle, torch.bfloat16, grade="kernel", base32=oracle,
-                   magnitude=0.01, cancelling=scale).status == FAIL
+    passed = compare("GRAD", "dq", rounded, oracle, oracle, torch.float32, magnitude=2.0, cancelling=2.5 * floor)
+    assert passed.status == PASS and passed.threshold == pytest.approx(3.5 * floor)
+    beyond = oracle + 3.6 * floor
+    assert compare("GRAD", "dq", beyond, oracle, oracle, torch.float32, magnitude=2.0, cancelling=2.5 * floor).status == FAIL
+    # on a non-zero reference the relative RMS threshold gets the allowance over rms(ref)
+    ref = torch.full((4, 8), 0.5, dtype=torch.float64)
+    judged = compare("GRAD", "dq", ref + 1e-3, ref, ref, torch.float32, cancelling=1e-3)
+    assert judged.status == PASS and judged.rel_rms_threshold == pytest.approx(
+        POLICY["GRAD"].floor_ulps * torch.finfo(torch.float32).eps + 1e-3 / 0.5)
