@@ -84,9 +84,9 @@ class _Recomputed(torch.autograd.Function):
     def backward(ctx, d_out, d_lse):
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(needed) for t, needed in zip(ctx.saved_tensors, ctx.needs_input_grad[1:])]
-            given = [(t, d) for t, d in zip(ctx.block(*leaves), (d_out, d_lse)) if t is not None]  # lse may be None
+            out, lse = ctx.block(*leaves)
             wanted = [t for t in leaves if t.requires_grad]
-            found = iter(torch.autograd.grad([t for t, _ in given], wanted, [d for _, d in given]))
+            found = iter(torch.autograd.grad((out, lse), wanted, (d_out, d_lse)))
         return (None, *(next(found) if t.requires_grad else None for t in leaves))
 
 
@@ -101,12 +101,10 @@ def blocked_attention(
     alignment: str = "bottom_right",
     mask: torch.Tensor | None = None,
     softcap: float | None = None,
-    with_lse: bool = True,
     block_rows: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``reference.attention`` a block of ``block_rows`` query rows at a time (default:
-    ``rows_per_block``); returns ``(out [B, Hq, Lq, Dv], lse [B, Hq, Lq])``, lse None
-    with ``with_lse=False``."""
+    ``rows_per_block``); returns ``(out [B, Hq, Lq, Dv], lse [B, Hq, Lq])``."""
     batch, heads_q, len_q, dim = q.shape
     len_k = k.shape[2]
     step = block_rows or rows_per_block(batch, heads_q, len_k)
@@ -124,14 +122,13 @@ def blocked_attention(
         keys = _visible_keys(rows_mask())  # keys outside it have weight exactly 0 in every row of the block
 
         def one_block(q_rows, k_keys, v_keys, rows_mask=rows_mask, keys=keys):
-            return attention(q_rows, k_keys, v_keys, scale=scale, mask=rows_mask()[..., keys], softcap=softcap,
-                             with_lse=with_lse)
+            return attention(q_rows, k_keys, v_keys, scale=scale, mask=rows_mask()[..., keys], softcap=softcap)
 
         inputs = (q_rows, k[:, :, keys], v[:, :, keys])
         out, lse = _Recomputed.apply(one_block, *inputs) if differentiable else one_block(*inputs)
         outs.append(out)
         lses.append(lse)
-    return torch.cat(outs, dim=2), torch.cat(lses, dim=2) if with_lse else None
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
 def blocked_document_attention(q, k, v, *, cu_seqlens_q, cu_seqlens_k, first_document_begin=0, scale=None,

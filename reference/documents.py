@@ -51,7 +51,7 @@ def document_attention(
         v_i = v[first_document_begin + cu_k[i]:first_document_begin + cu_k[i + 1]]
         # attention() takes [B, H, L, D]: one batch row, heads first.
         out_i, _ = attend(q_i.transpose(0, 1)[None], k_i.transpose(0, 1)[None], v_i.transpose(0, 1)[None],
-                          scale=scale, causal=causal, alignment="bottom_right", with_lse=False)
+                          scale=scale, causal=causal, alignment="bottom_right")
         pieces.append(out_i[0].transpose(0, 1))
     slack = q.shape[0] - cu_q[-1]
     pieces.append(q.new_zeros(slack, q.shape[1], v.shape[2]))

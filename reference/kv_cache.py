@@ -79,7 +79,7 @@ def call_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     Returns ``[B, n, H, D]``. ``attend``: ``reference.attention`` (its blocked twin for long calls)."""
     w = None if window is None else (window - 1, 0)  # i - (w - 1) <= j <= i: exactly w keys
     out, _ = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=scale,
-                       causal=True, window=w, alignment="bottom_right", with_lse=False)
+                       causal=True, window=w, alignment="bottom_right")
     return out.transpose(1, 2)
 
 
@@ -108,6 +108,6 @@ def cross_attention_steps(weights: dict[str, torch.Tensor], steps: list, *, head
     v_cache = (encoder @ weights["wv"].T).view(batch, length, heads, head_dim).transpose(1, 2)
     results = []
     for q, _ in steps:
-        out, _ = attention(q.transpose(1, 2), k_cache, v_cache, scale=scale, with_lse=False)
+        out, _ = attention(q.transpose(1, 2), k_cache, v_cache, scale=scale)
         results.append((out.transpose(1, 2), k_cache, v_cache))
     return results

@@ -19,6 +19,7 @@ import torch
 
 from cases import catalogue
 from harness.export import MemoryMeter
+from harness.dtypes import TORCH_DTYPES
 from harness.families.attention import _kwargs, make_inputs
 from harness.families.documents import make_inputs as document_inputs
 from reference.attention import attention, visibility
@@ -151,7 +152,8 @@ def test_a_family_above_its_threshold_gives_the_same_oracle_through_the_blocked_
     from harness.families import get_family
 
     case = get_family(family).case_from_id(case_id)
-    plain = _tensors(get_family(family).oracle(case))
+    plain_oracle = get_family(family).oracle(case)
+    plain = _tensors(plain_oracle)
     for module in (attention_family, documents_family, kv_cache_family):
         monkeypatch.setattr(module, "BLOCKED_ORACLE_FROM", 1)
     monkeypatch.setattr("reference.attention_blocked.BLOCK_SCORES", 2000)  # several blocks even on small cases
@@ -159,7 +161,12 @@ def test_a_family_above_its_threshold_gives_the_same_oracle_through_the_blocked_
     assert plain.keys() == blocked.keys()
     for name, a in plain.items():
         b = blocked[name]
-        if a.dtype == torch.float64:
+        if name.endswith("stored_output_delta"):  # a rounding residue of the fp32-accumulate output:
+            # a last-bit difference of the twin's float32 output moves it by up to an ulp of the dtype
+            eps = torch.finfo(TORCH_DTYPES[case.dtype]).eps
+            bound = eps * float(plain_oracle.inputs["dout"].abs().max()) * float(plain_oracle.out.abs().max())
+            assert float((a - b).abs().max()) <= bound, name
+        elif a.dtype == torch.float64:
             assert _largest_difference([a], [b]) <= TOLERANCE, name
         elif a.dtype.is_floating_point:
             assert _largest_difference([a.double()], [b.double()]) <= 4 * torch.finfo(a.dtype).eps, name

@@ -68,7 +68,10 @@ def test_torch_program_forms_pass_the_seed_000_case(name):
     (m.lowering_widens_the_range, SEED_000, ["BOUNDS:context"], ["EXPORT:calls"]),
     (m.state_frozen_as_a_constant, GDN, ["EXPORT:calls"], []),
     (m.never_resets_at_position_zero, GDN, ["EXPORT:calls"], []),
-    (m.unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate", "MEM:peak_live"], ["EXPORT:calls"]),
+    # Its exported program's peak (303,744 B) fits the analytic one (311,296 B): at L = 2 slices the
+    # reference holds about 2.3 score tensors at once, within four blocks of a slice. MEM:peak_live's
+    # catch of O(L^2) memory is the eager form's (435,328 B) and sliced_but_keeps_every_slice's.
+    (m.unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate"], ["EXPORT:calls"]),
     (m.eager_unsliced_presented_as_sliced, SLICED, ["MEM:largest_intermediate", "MEM:peak_live"], ["EXPORT:calls"]),
     (m.sliced_but_keeps_every_slice, SLICED, ["MEM:peak_live"], ["EXPORT:calls", "MEM:largest_intermediate"]),
     (m.outputs_accumulated_into_unzeroed_buffers, GDN, ["UNINIT:out"], ["EXPORT:calls", "DET:out"]),

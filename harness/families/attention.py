@@ -290,57 +290,60 @@ class AttentionOracle:
         """The largest |gradient| of q, k or v."""
         return max([float(g.abs().max()) for g in self.grads.values() if g.numel()] + [0.0])
 
-    @functools.cached_property
-    def _dp_bound(self) -> float:
-        """A bound on sum_d |dout[i, d]| |v[j, d]| over every query row i and key j (the
-        dot products dp = dout v^T and D = rowsum(dout * out) of the backward):
-        max_i ||dout_i|| max_j ||v_j|| (Cauchy-Schwarz)."""
-        dout, v = self.inputs["dout"], self.inputs["v"]
-        return float(dout.norm(dim=-1).max()) * float(v.norm(dim=-1).max()) if dout.numel() and v.numel() else 0.0
-
     def cancelling(self, name: str) -> float:
-        """The error a correct flash-style backward may leave in gradient ``name`` where it
-        cancels in exact arithmetic (``harness.tolerance.compare``'s ``cancelling``).
+        """``cancelling_allowance`` of gradient ``name`` on this case."""
+        x = self.inputs
+        return cancelling_allowance(name, x["q"], x["k"], x["v"], x["dout"], self.scale, self.dtype,
+                                    self.stored_output_delta)
 
-        dq_i = scale * sum_j p_ij (dp_ij - D_i) k_j (dk likewise with q), and such a
-        kernel forms D_i = rowsum(dout_i * out_i) itself, where the exact difference may be
-        0 (a single key: p = 1, dp = D, dq = dk = 0, which the naive baseline finds
-        exactly). Two sources, an absolute error each:
 
-        * the rounding of the dot products dp and D, once each in the accumulation dtype
-          (float32; float64 in a float64 call): ``2 eps * _dp_bound`` per difference;
-        * in a low dtype, D from the output stored in the dtype: the realised difference
-          ``stored_output_delta`` (the fp32-accumulate output rounded to the dtype, against
-          itself) per query row.
+def cancelling_allowance(name: str, q, k, v, dout, scale: float, dtype: torch.dtype,
+                         stored_output_delta: torch.Tensor | None = None) -> float:
+    """The error a correct flash-style backward may leave in gradient ``name`` (dq, dk; 0
+    for any other) where it cancels in exact arithmetic (``harness.tolerance.compare``'s
+    ``cancelling``). Any layout whose last dim is the head dim: q, k, v, dout as the
+    oracle holds them (float64); ``stored_output_delta`` one value per query row.
 
-        A difference error e_i reaches dq_i as scale * e_i * (p k)_i, at most scale * e_i *
-        max|k|: the allowance is scale * max_i e_i * max|k|. It reaches dk_j as scale *
-        sum_i p_ij e_i q_i; the allowance takes the same largest row, scale * max_i e_i *
-        max|q|, an estimate rather than a bound (which would sum over the rows that see
-        key j): where the exact difference cancels, a row's weight is peaked on few keys.
-        Measured: no CPU flash kernel GRAD failure on 300 random low-dtype cases (30
-        records failed without it; README). dv = p^T dout has no such cancellation (0)."""
-        other, q = {"dq": "k", "dk": "q"}.get(name), self.inputs["q"]
-        if other is None or not self.inputs[other].numel() or not q.numel():
-            return 0.0
-        eps = torch.finfo(torch.float64 if self.dtype == torch.float64 else torch.float32).eps
-        rows = torch.full(q.shape[:-1], 2 * eps * self._dp_bound, dtype=torch.float64)  # [B, Hq, Lq]
-        if self.stored_output_delta is not None:
-            rows = rows + self.stored_output_delta.abs()
-        return self.scale * float(rows.max()) * float(self.inputs[other].abs().max())
+    dq_i = scale * sum_j p_ij (dp_ij - D_i) k_j (dk likewise with q), and such a kernel
+    forms D_i = rowsum(dout_i * out_i) itself, where the exact difference may be 0 (a
+    single key: p = 1, dp = D, dq = dk = 0, which the naive baseline finds exactly).
+    Two sources, an absolute error per query row each:
+
+    * the rounding of the dot products dp and D, once each in the accumulation dtype
+      (float32; float64 in a float64 call): ``2 eps max_i ||dout_i|| max_j ||v_j||``
+      (Cauchy-Schwarz bounds every sum_d |dout_d| |v_d|);
+    * in a low dtype, D from the output stored in the dtype: the realised difference
+      ``stored_output_delta`` (the fp32-accumulate output rounded to the dtype, against
+      itself; computed by the attention family).
+
+    A difference error e_i reaches dq_i as scale * e_i * (p k)_i, at most scale * e_i *
+    max|k|: the allowance is scale * max_i e_i * max|k|. It reaches dk_j as scale *
+    sum_i p_ij e_i q_i; the allowance takes the same largest row, scale * max_i e_i *
+    max|q|, an estimate rather than a bound (which would sum over the rows that see key
+    j): where the exact difference cancels, a row's weight is peaked on few keys.
+    Measured: no CPU flash kernel GRAD failure on 300 random low-dtype cases (30 records
+    failed without it; README). dv = p^T dout has no such cancellation."""
+    other = {"dq": k, "dk": q}.get(name)
+    if other is None or not other.numel() or not q.numel() or not v.numel():
+        return 0.0
+    eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
+    row = 2 * eps * float(dout.norm(dim=-1).max()) * float(v.norm(dim=-1).max())
+    if stored_output_delta is not None and stored_output_delta.numel():
+        row += float(stored_output_delta.abs().max())
+    return scale * row * float(other.abs().max())
 
 
 def _reference_with_grads(case, inputs, dtype):
     leaves = {n: inputs[n].to(dtype).detach().requires_grad_() for n in ("q", "k", "v")}  # new leaves, no copy in float64
     mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
-    out, _ = _attend(case)(leaves["q"], leaves["k"], leaves["v"], **_kwargs(case, mask), with_lse=False)
+    out, _ = _attend(case)(leaves["q"], leaves["k"], leaves["v"], **_kwargs(case, mask))
     return out.detach(), gradients([out], [inputs["dout"].to(dtype)], leaves)
 
 
 def _forward(case, inputs, dtype) -> torch.Tensor:
     """The reference output [B, Hq, Lq, Dv] computed in ``dtype`` (no gradients)."""
     mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
-    out, _ = _attend(case)(*(inputs[n].to(dtype) for n in ("q", "k", "v")), **_kwargs(case, mask), with_lse=False)
+    out, _ = _attend(case)(*(inputs[n].to(dtype) for n in ("q", "k", "v")), **_kwargs(case, mask))
     return out
 
 

@@ -45,7 +45,7 @@ from harness.dtypes import DTYPE_TOKENS, TORCH_DTYPES
 from harness.families import CheckSpec, Family, forward_then_backward, run_guarded
 from harness.faults import AdapterContractError
 from harness.gradients import gradients
-from harness.families.attention import BLOCKED_ORACLE_FROM, GRAD_NAMES, LONG_SCORES, one_of_gradients
+from harness.families.attention import BLOCKED_ORACLE_FROM, GRAD_NAMES, LONG_SCORES, cancelling_allowance, one_of_gradients
 from harness.layouts import DocumentLayout, MicroStep
 from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_allocations
 from harness.tolerance import FAIL, LOW_DTYPES, Comparison, all_finite, compare, exact_zero
@@ -231,6 +231,9 @@ class DocumentsOracle:
     step_base32_out: torch.Tensor | None = None
     step_base32_grads: dict | None = None
     pack_base32_out: torch.Tensor | None = None
+    step_start: int = 0  # the step's first query row of the whole sequence
+    scale: float = 1.0  # the case's resolved softmax scale
+    dtype: torch.dtype = torch.float32  # the case dtype
 
     @functools.cached_property
     def grad_magnitude(self) -> float:
@@ -239,6 +242,13 @@ class DocumentsOracle:
     @functools.cached_property
     def whole_grad_magnitude(self) -> float:
         return max([float(g.abs().max()) for g in self.whole_grads.values() if g.numel()] + [0.0])
+
+    def cancelling(self, name: str, whole: bool = False) -> float:
+        """``harness.families.attention.cancelling_allowance`` of gradient ``name`` of the
+        step (of the one call over the whole sequence with ``whole``), in float32's terms
+        only: the documents family keeps no stored-output difference yet."""
+        x, start = self.inputs, 0 if whole else self.step_start
+        return cancelling_allowance(name, x["q"][start:], x["k"], x["v"], x["dout"][start:], self.scale, self.dtype)
 
 
 def _per_document(case: DocumentsCase, step: MicroStep, q, k, v, dtype) -> torch.Tensor:
@@ -272,7 +282,8 @@ def oracle(case: DocumentsCase, device: torch.device | str = "cpu", backward: bo
     return moved(DocumentsOracle(x, step_out, step_grads, step_base, step_base_grads,
                                  _per_document(case, step, q, x["k"], x["v"], torch.float64),
                                  _per_document(case, step, q, x["k"], x["v"], dtype),
-                                 whole_out, whole_grads, whole_base, whole_base_grads, **base32), "cpu")
+                                 whole_out, whole_grads, whole_base, whole_base_grads, **base32,
+                                 step_start=step.start, scale=case.resolved_scale, dtype=dtype), "cpu")
 
 
 # ---------------------------------------------------------------------------- checks
@@ -356,7 +367,8 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
 
     def grad_comparisons(check, grads):
         found = {n: compare(check, "grads", grads[n], oracle.step_grads[n], oracle.step_base_grads[n], dtype,
-                            magnitude=oracle.grad_magnitude, policy="GRAD", base32=grad32(n)) for n in GRAD_NAMES}
+                            magnitude=oracle.grad_magnitude, policy="GRAD", base32=grad32(n),
+                            cancelling=oracle.cancelling(n)) for n in GRAD_NAMES}
         return {**found, "dq": _worst_document(step, found["dq"])}
 
     def out_comparison(check, target, out):
@@ -390,7 +402,7 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
         elif spec.check == "GRAD":
             r = compare("GRAD", spec.target, grads[spec.target], oracle.step_grads[spec.target],
                         oracle.step_base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude,
-                        base32=grad32(spec.target))
+                        base32=grad32(spec.target), cancelling=oracle.cancelling(spec.target))
             if spec.target == "dq":
                 r = _worst_document(step, r)
         elif spec.key == "ZERO:prefix":
@@ -482,7 +494,8 @@ def run(case: DocumentsCase, fn, device: str, oracle: DocumentsOracle, wanted: l
                 r = compare("SPLIT", "out", got["out"][rows], oracle.whole_out[rows], oracle.whole_base_out[rows], dtype)
             else:
                 r = compare("SPLIT", spec.target, got[spec.target], oracle.whole_grads[spec.target],
-                            oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
+                            oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude,
+                            cancelling=oracle.cancelling(spec.target, whole=True))
             results[spec.key] = r
 
     def checked(specs, body):

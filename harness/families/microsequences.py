@@ -80,7 +80,8 @@ def run(case, fn, device, oracle, wanted) -> dict[str, Comparison]:
             return out_comparison("SPLIT", "out", out)
         if spec.check == "SPLIT":
             return compare("SPLIT", spec.target, grads[spec.target], oracle.whole_grads[spec.target],
-                           oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude)
+                           oracle.whole_base_grads[spec.target], dtype, magnitude=oracle.whole_grad_magnitude,
+                           cancelling=oracle.cancelling(spec.target, whole=True))
         if spec.key == "FIN:out":
             return all_finite("FIN", "out", {"out (document rows)": out[rows]})
         if spec.key == "FIN:grads":
