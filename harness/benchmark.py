@@ -179,8 +179,7 @@ def _oracle_parts(case, repeats: int) -> dict[str, float]:
         "head repetition (one call)": _best_seconds(
             lambda: (inputs["k"].repeat_interleave(group, 1), inputs["v"].repeat_interleave(group, 1)), repeats),
     }
-    fp32 = getattr(family, "_fp32_accumulate", None)
-    parts["baseline fp32-accumulate"] = _best_seconds(lambda: fp32(case, inputs, dtype), repeats) if fp32 else 0.0
+    parts["baseline fp32-accumulate"] = _best_seconds(lambda: family._fp32_accumulate(case, inputs, dtype), repeats)
     outs = (family._forward(case, inputs, torch.float64), family._forward(case, inputs, dtype),
             family._fp32_accumulate(case, inputs, dtype)[0])
     parts["LAYOUT:expanded truths"] = _best_seconds(

@@ -291,10 +291,15 @@ class AttentionOracle:
         return max([float(g.abs().max()) for g in self.grads.values() if g.numel()] + [0.0])
 
     def cancelling(self, name: str) -> float:
-        """``cancelling_allowance`` of gradient ``name`` on this case."""
+        """``cancelling_allowance`` of gradient ``name`` on this case (0 for dv)."""
+        return self._cancelling.get(name, 0.0)
+
+    @functools.cached_property
+    def _cancelling(self) -> dict[str, float]:
+        """dq's and dk's allowances, computed once per case for every variant's comparisons."""
         x = self.inputs
-        return cancelling_allowance(name, x["q"], x["k"], x["v"], x["dout"], self.scale, self.dtype,
-                                    self.stored_output_delta)
+        return {n: cancelling_allowance(n, x["q"], x["k"], x["v"], x["dout"], self.scale, self.dtype,
+                                        self.stored_output_delta) for n in ("dq", "dk")}
 
 
 def cancelling_allowance(name: str, q, k, v, dout, scale: float, dtype: torch.dtype,
@@ -360,7 +365,7 @@ def _fp32_accumulate(case, inputs, dtype, backward: bool = True):
         return None, None, None
     out, grads = _reference_pass(case, inputs, torch.float32, backward)
     delta = (inputs["dout"] * (out.to(dtype).double() - out.double())).sum(-1)
-    return out.to(dtype), grads and {n: g.to(dtype) for n, g in grads.items()}, delta
+    return out.to(dtype), None if grads is None else {n: g.to(dtype) for n, g in grads.items()}, delta
 
 
 # ---------------------------------------------------------------------------- LAYOUT:expanded

@@ -247,8 +247,15 @@ class DocumentsOracle:
         """``harness.families.attention.cancelling_allowance`` of gradient ``name`` of the
         step (of the one call over the whole sequence with ``whole``), in float32's terms
         only: the documents family keeps no stored-output difference yet."""
-        x, start = self.inputs, 0 if whole else self.step_start
-        return cancelling_allowance(name, x["q"][start:], x["k"], x["v"], x["dout"][start:], self.scale, self.dtype)
+        return self._cancelling[whole].get(name, 0.0)
+
+    @functools.cached_property
+    def _cancelling(self) -> dict[bool, dict[str, float]]:
+        """dq's and dk's allowances of the step (False) and the whole call (True), computed once per case."""
+        x = self.inputs
+        return {whole: {n: cancelling_allowance(n, x["q"][start:], x["k"], x["v"], x["dout"][start:], self.scale,
+                                                self.dtype) for n in ("dq", "dk")}
+                for whole, start in ((False, self.step_start), (True, 0))}
 
 
 def _per_document(case: DocumentsCase, step: MicroStep, q, k, v, dtype) -> torch.Tensor:
@@ -277,7 +284,8 @@ def oracle(case: DocumentsCase, device: torch.device | str = "cpu", backward: bo
     base32 = {}
     if dtype in LOW_DTYPES:
         out32, grads32 = _reference(case, step, q, x["k"], x["v"], dout, torch.float32, backward)
-        base32 = dict(step_base32_out=out32.to(dtype), step_base32_grads=grads32 and {n: g.to(dtype) for n, g in grads32.items()},
+        grads32 = None if grads32 is None else {n: g.to(dtype) for n, g in grads32.items()}
+        base32 = dict(step_base32_out=out32.to(dtype), step_base32_grads=grads32,
                       pack_base32_out=_per_document(case, step, q, x["k"], x["v"], torch.float32).to(dtype))
     return moved(DocumentsOracle(x, step_out, step_grads, step_base, step_base_grads,
                                  _per_document(case, step, q, x["k"], x["v"], torch.float64),
