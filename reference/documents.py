@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from reference.attention import attention
+from reference.attention import attention, attention_with_grads
 
 
 def document_attention(
@@ -56,3 +56,24 @@ def document_attention(
     slack = q.shape[0] - cu_q[-1]
     pieces.append(q.new_zeros(slack, q.shape[1], v.shape[2]))
     return torch.cat(pieces, dim=0)
+
+
+def document_attention_with_grads(q, k, v, dout, *, cu_seqlens_q, cu_seqlens_k, first_document_begin=0, scale=None,
+                                  causal=True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``document_attention``'s output and the gradients of ``sum(out * dout)``, each
+    document through ``reference.attention.attention_with_grads``: ``dout`` ``[Tq, Hq, Dv]``;
+    ``{"dq": [Tq, Hq, D], "dk": [Tk, Hkv, D], "dv": [Tk, Hkv, Dv]}``, exactly 0 on slack and
+    dropped-prefix rows. Documents share no rows, so each gradient row is one document's:
+    bitwise what autograd gives (``tests/test_attention_backward.py``)."""
+    out = q.new_zeros(*q.shape[:2], v.shape[2])
+    grads = {"dq": torch.zeros_like(q), "dk": torch.zeros_like(k), "dv": torch.zeros_like(v)}
+    cu_q, cu_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for i in range(len(cu_q) - 1):
+        rows = slice(cu_q[i], cu_q[i + 1])
+        keys = slice(first_document_begin + cu_k[i], first_document_begin + cu_k[i + 1])
+        heads_first = [x.transpose(0, 1)[None] for x in (q[rows], k[keys], v[keys], dout[rows])]
+        out_i, _, grads_i = attention_with_grads(*heads_first, scale=scale, causal=causal, alignment="bottom_right")
+        out[rows] = out_i[0].transpose(0, 1)
+        for name, where in (("dq", rows), ("dk", keys), ("dv", keys)):
+            grads[name][where] = grads_i[name][0].transpose(0, 1)
+    return out, grads

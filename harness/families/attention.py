@@ -47,7 +47,7 @@ from harness.gradients import gradients
 from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_allocations
 from harness.tolerance import ERROR, FAIL, LOW_DTYPES, Comparison, all_finite, compare, exact_zero
 from harness.oracle_device import moved
-from reference.attention import attention
+from reference.attention import attention, attention_with_grads
 from reference.attention_blocked import blocked_attention, coverage
 
 _ALIGN_TOKENS = {"bottom_right": "br", "top_left": "tl"}
@@ -339,8 +339,11 @@ def cancelling_allowance(name: str, q, k, v, dout, scale: float, dtype: torch.dt
 
 
 def _reference_with_grads(case, inputs, dtype):
-    leaves = {n: inputs[n].to(dtype).detach().requires_grad_() for n in ("q", "k", "v")}  # new leaves, no copy in float64
     mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
+    if _attend(case) is attention:
+        out, _, grads = attention_with_grads(*(inputs[n].to(dtype) for n in ("q", "k", "v", "dout")), **_kwargs(case, mask))
+        return out, grads
+    leaves = {n: inputs[n].to(dtype).detach().requires_grad_() for n in ("q", "k", "v")}  # new leaves, no copy in float64
     out, _ = _attend(case)(leaves["q"], leaves["k"], leaves["v"], **_kwargs(case, mask))
     return out.detach(), gradients([out], [inputs["dout"].to(dtype)], leaves)
 

@@ -52,7 +52,7 @@ from harness.tolerance import FAIL, LOW_DTYPES, Comparison, all_finite, compare,
 from harness.oracle_device import moved
 from reference.attention import attention
 from reference.attention_blocked import blocked_attention
-from reference.documents import document_attention
+from reference.documents import document_attention, document_attention_with_grads
 
 POISON_KEY, POISON_VALUE = 100.0, 1.0e4  # as in the attention family: finite in every dtype
 
@@ -205,11 +205,13 @@ def _attend(case: DocumentsCase, step: MicroStep):
 
 def _reference(case, step, q, k, v, dout, dtype, backward: bool = True):
     """document_attention on one step in ``dtype``: out and grads of q, k, v (None without ``backward``)."""
-    leaves = [x.to(dtype).detach().requires_grad_(backward) for x in (q, k, v)]
     kw = _step_kwargs(case, step)
-    out = document_attention(*leaves, cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
-                             first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal,
-                             attend=_attend(case, step))
+    kw = dict(cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
+              first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal)
+    if backward and _attend(case, step) is attention:
+        return document_attention_with_grads(*(x.to(dtype) for x in (q, k, v, dout)), **kw)
+    leaves = [x.to(dtype).detach().requires_grad_(backward) for x in (q, k, v)]
+    out = document_attention(*leaves, **kw, attend=_attend(case, step))
     return out.detach(), gradients([out], [dout.to(dtype)], dict(zip("qkv", leaves))) if backward else None
 
 
