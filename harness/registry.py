@@ -117,24 +117,35 @@ class KnownFailure(Limitation):
               version installed, or the distribution missing, the declaration does
               not apply and the check is judged as any other (a failure fails the
               run: confirm it and widen the range). None: every version.
+    cases:    applies to these case ids only: a failure reproduced on particular cases
+              whose trigger no feature names (the values of one drawn layout); pin each
+              such case in the family's catalogue so that it runs. None: any case.
     """
 
     versions: str | None = None
+    cases: frozenset[str] | None = None
 
     def __post_init__(self):
         super().__post_init__()
         if self.versions is not None:
             _requirement(self.versions)  # a malformed range is an error where it is declared
+        if isinstance(self.cases, str):
+            raise VariantError(f"KnownFailure cases must be a collection of case ids, not the string {self.cases!r}")
+        if self.cases is not None:
+            object.__setattr__(self, "cases", frozenset(self.cases))
 
-    def applies(self, features: frozenset[str], dtype: str, check_tags: frozenset[str] | None = None) -> bool:
-        return super().applies(features, dtype, check_tags) and self.version_applies()
+    def applies(self, features: frozenset[str], dtype: str, check_tags: frozenset[str] | None = None,
+                case_id: str | None = None) -> bool:
+        return (super().applies(features, dtype, check_tags) and self.version_applies()
+                and (self.cases is None or case_id in self.cases))
 
     def version_applies(self) -> bool:
         """Whether the installed library is in ``versions`` (always, without a range)."""
         return self.versions is None or _installed_in(self.versions)
 
     def describe(self) -> str:
-        return super().describe() + (f"; {self.versions}" if self.versions is not None else "")
+        cases = f"case {' or '.join(sorted(self.cases))}; " if self.cases is not None else ""
+        return cases + super().describe() + (f"; {self.versions}" if self.versions is not None else "")
 
 
 def _requirement(text: str):
@@ -195,8 +206,9 @@ class Variant:
                 return limitation
         return None
 
-    def known_failure_for(self, features: frozenset[str], dtype: str, check_tags: frozenset[str]) -> KnownFailure | None:
-        return next((k for k in self.known_failures if k.applies(features, dtype, check_tags)), None)
+    def known_failure_for(self, features: frozenset[str], dtype: str, check_tags: frozenset[str],
+                          case_id: str | None = None) -> KnownFailure | None:
+        return next((k for k in self.known_failures if k.applies(features, dtype, check_tags, case_id)), None)
 
 
 def _probe(v: Variant) -> str:

@@ -90,7 +90,7 @@ def evaluate(case, variant: Variant, oracles: OracleCache) -> list[Record]:
     seconds = time.perf_counter() - start
     for spec in wanted:
         c = comparisons[spec.key]
-        known = variant.known_failure_for(features, case.dtype, spec.tags)
+        known = variant.known_failure_for(features, case.dtype, spec.tags, case.id)
         records.append(Record(check=c.check, target=c.target, status=c.status, error=c.error, threshold=c.threshold,
                               rel_rms=c.rel_rms, rel_rms_threshold=c.rel_rms_threshold, margin=c.margin,
                               worst_index=str(c.worst_index) if c.worst_index is not None else "",

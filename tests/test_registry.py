@@ -119,3 +119,25 @@ def test_a_limitation_on_a_combination_applies_only_where_every_feature_is_prese
     assert not narrow.applies(frozenset({"causal", "window"}), "float32")
     with pytest.raises(VariantError, match="all_features must be a collection"):
         Limitation("r", all_features="causal")
+
+
+def test_a_known_failure_pinned_to_case_ids_covers_those_cases_only():
+    from dataclasses import replace
+
+    from harness.registry import KnownFailure
+    from reference import attention
+
+    def off_by_a_sixteenth(q, k, v, *, scale, causal, window, alignment, mask, softcap):
+        out, _ = attention(q, k, v, scale=scale, causal=causal, window=window, alignment=alignment, mask=mask, softcap=softcap)
+        return out * (1 + 2 ** -4)
+
+    pinned = KnownFailure("wrong on one drawn case", cases={CASE.id}, checks={"OUT"})
+    wrong = Variant("attention", "probe", off_by_a_sixteenth, dtypes=("float32",), known_failures=(pinned,))
+    other = replace(CASE, seed=6)
+    for case, declared in ((CASE, pinned.reason), (other, "")):
+        out = next(r for r in evaluate(case, wrong, OracleCache()) if (r.check, r.target) == ("OUT", "out"))
+        assert out.status == "fail" and out.known_failure == declared
+    assert not pinned.applies(frozenset(), "float32", frozenset({"OUT"}))  # no case id: not that case
+    assert pinned.describe().startswith(f"case {CASE.id}; ")
+    with pytest.raises(VariantError, match="cases must be a collection"):
+        KnownFailure("r", cases=CASE.id)
