@@ -242,7 +242,8 @@ def test_results_saved_before_the_grade_columns_load_with_empty_ones(tmp_path):
 # ------------------------------------------------- gradients that cancel (dq, dk)
 
 CANCELLING = [  # a single key (dq = dk = 0 exactly), and peaked softmaxes over 2 and 4 keys
-    "b1-h1x1-q1-k1-d32v32-f32-br-sc1-s0", "b1-h1x1-q1-k2-d32v32-bf16-br-sc1-s0", "b1-h2x2-q2-k4-d64v64-f16-br-sc1-s36"]
+    "b1-h1x1-q1-k1-d32v32-f32-br-sc1-s0", "b1-h1x1-q1-k2-d32v32-bf16-br-sc1-s0", "b1-h2x2-q2-k4-d64v64-f16-br-sc1-s36",
+    "b1-h1x1-q4-k2-d64v64-bf16-br-sc1-s0"]  # D from the kernel's own output (found by a Hypothesis draw)
 
 
 @pytest.mark.parametrize("case_id", CANCELLING)
@@ -266,7 +267,30 @@ def test_the_cpu_flash_backward_passes_where_dq_and_dk_cancel_and_fails_without_
     records, oracle = gradients(), cache.get(case)
     for name in ("dq", "dk"):
         assert records[name].status == PASS, name
-        assert oracle.cancelling(name) <= 20 * records[name].error, name
-    assert oracle.cancelling("dv") == 0.0
-    monkeypatch.setattr(AttentionOracle, "cancelling", lambda self, name: 0.0)
+        assert oracle.cancellings()[name] <= 20 * records[name].error, name
+    assert "dv" not in oracle.cancellings()
+    monkeypatch.setattr(AttentionOracle, "cancellings", lambda self, out=None: {})
     assert FAIL in {gradients()[name].status for name in ("dq", "dk")}
+
+
+def test_the_allowance_takes_the_kernels_own_stored_output_where_it_is_off_by_more_than_rounding(monkeypatch):
+    """On this draw the CPU flash kernel's forward output is within OUT's threshold but its
+    row 1 is off 4x more than the fp32-accumulate output rounded; its backward's D comes
+    from that output, and dk is 0.080 off (0.041 with D from the rounded fp32 output,
+    0.004 from the fp32 output itself). The model alone would fail it; the realised
+    difference of the kernel's own output passes it."""
+    from harness.families.attention import AttentionOracle
+    from harness.registry import variants
+    from harness.runner import OracleCache, evaluate
+
+    flash = variants("attention", ["sdpa_flash_cpu"])
+    if not flash or flash[0].unavailable_reason():
+        pytest.skip("the CPU flash kernel is not available here")
+    case = get_family("attention").case_from_id("b1-h1x1-q4-k2-d64v64-bf16-br-sc1-s0")
+
+    def dk():
+        return next(r for r in evaluate(case, flash[0], OracleCache()) if (r.check, r.target) == ("GRAD", "dk"))
+
+    assert dk().status == PASS
+    monkeypatch.setattr(AttentionOracle, "cancellings", lambda self, out=None: self._cancelling)  # the model's only
+    assert dk().status == FAIL

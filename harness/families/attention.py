@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -45,7 +45,7 @@ from harness.families import CheckSpec, Family, forward_then_backward, run_guard
 from harness.faults import AdapterContractError
 from harness.gradients import gradients
 from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_allocations
-from harness.tolerance import ERROR, FAIL, LOW_DTYPES, Comparison, all_finite, compare, exact_zero
+from harness.tolerance import ERROR, FAIL, LOW_DTYPES, PASS, Comparison, all_finite, compare, exact_zero
 from harness.oracle_device import moved
 from reference.attention import attention, attention_with_grads
 from reference.attention_blocked import blocked_attention, coverage
@@ -284,22 +284,43 @@ class AttentionOracle:
     stored_output_delta: torch.Tensor | None = None
     scale: float = 1.0  # the case's resolved softmax scale
     dtype: torch.dtype = torch.float32  # the case dtype
+    _last_out: tuple | None = field(default=None, repr=False, compare=False)  # (out, its allowances)
 
     @functools.cached_property
     def grad_magnitude(self) -> float:
         """The largest |gradient| of q, k or v."""
         return max([float(g.abs().max()) for g in self.grads.values() if g.numel()] + [0.0])
 
-    def cancelling(self, name: str) -> float:
-        """``cancelling_allowance`` of gradient ``name`` on this case (0 for dv)."""
-        return self._cancelling.get(name, 0.0)
+    def cancellings(self, out: torch.Tensor | None = None) -> dict[str, float]:
+        """``cancelling_allowance`` of dq and dk (dv has none) for the backward of the call
+        that returned ``out`` (the variant's output, on the CPU in the case dtype).
+
+        A flash-style backward forms D = rowsum(dout * out) from the output it stored, and
+        a kernel's output may differ from the fp32-accumulate one by what OUT accepts (the
+        CPU flash kernel's forward rounds P for its P @ V). So in a low dtype, where ``out``
+        passes OUT, each row's stored-output term is the larger of the model's and ``out``'s
+        realised one, sum_d dout * (out - truth). Without ``out``, or with one that fails
+        OUT (a failure already, whose gradients get no room from its own error), the model's."""
+        if out is None or self.stored_output_delta is None or not out.numel():
+            return self._cancelling
+        if self._last_out is not None and self._last_out[0] is out:  # dq, dk and dv of one call ask in turn
+            return self._last_out[1]
+        room = self._cancelling
+        if compare("OUT", "out", out, self.out, self.base_out, self.dtype, base32=self.base32_out).status == PASS:
+            realised = (self.inputs["dout"] * (out.double() - self.out)).sum(-1)
+            room = self._allowances(torch.maximum(realised.abs(), self.stored_output_delta.abs()))
+        self._last_out = (out, room)
+        return room
 
     @functools.cached_property
     def _cancelling(self) -> dict[str, float]:
-        """dq's and dk's allowances, computed once per case for every variant's comparisons."""
+        """The model's allowances, computed once per case for every variant's comparisons."""
+        return self._allowances(self.stored_output_delta)
+
+    def _allowances(self, stored_output_delta: torch.Tensor | None) -> dict[str, float]:
         x = self.inputs
         return {n: cancelling_allowance(n, x["q"], x["k"], x["v"], x["dout"], self.scale, self.dtype,
-                                        self.stored_output_delta) for n in ("dq", "dk")}
+                                        stored_output_delta) for n in ("dq", "dk")}
 
 
 def cancelling_allowance(name: str, q, k, v, dout, scale: float, dtype: torch.dtype,
@@ -531,10 +552,11 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
     def _grad32(name):
         return None if oracle.base32_grads is None else oracle.base32_grads[name]
 
-    def grad_comparisons(check, grads):
+    def grad_comparisons(check, grads, out):
+        room = oracle.cancellings(out)
         return {n: compare(check, "grads", grads[n], oracle.grads[n], oracle.base_grads[n], dtype,
                            magnitude=oracle.grad_magnitude, policy="GRAD", base32=_grad32(n),
-                           cancelling=oracle.cancelling(n)) for n in GRAD_NAMES}
+                           cancelling=room.get(n, 0.0)) for n in GRAD_NAMES}
 
     def judged(spec, out, grads) -> Comparison:
         if spec.key == "OUT:out":
@@ -546,7 +568,7 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
         if spec.check == "GRAD":
             return compare("GRAD", spec.target, grads[spec.target], oracle.grads[spec.target],
                            oracle.base_grads[spec.target], dtype, magnitude=oracle.grad_magnitude,
-                           base32=_grad32(spec.target), cancelling=oracle.cancelling(spec.target))
+                           base32=_grad32(spec.target), cancelling=oracle.cancellings(out).get(spec.target, 0.0))
         if spec.key == "ZERO:out":
             return exact_zero("ZERO", "out", out, oracle.fully_masked_rows)
         if spec.key == "ZERO:dq":
@@ -574,7 +596,8 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
             results[f"GUARD:{fill}"] = compare("GUARD", fill, out.detach().cpu(), oracle.out, oracle.base_out, dtype,
                                                base32=oracle.base32_out)
         if need_grad:
-            results["GUARD:grads"] = one_of_gradients("GUARD", grad_comparisons("GUARD", backward(given, out, fill)))
+            results["GUARD:grads"] = one_of_gradients("GUARD", grad_comparisons("GUARD", backward(given, out, fill),
+                                                                                out.detach().cpu()))
 
     def uninit_run(specs):
         need_grad = any(s.backward for s in specs)
@@ -586,7 +609,7 @@ def run(case: AttentionCase, fn, device: str, oracle: AttentionOracle, wanted: l
         if need_grad:
             with poisoned_allocations():
                 grads = backward(given, out)
-            results["UNINIT:grads"] = one_of_gradients("UNINIT", grad_comparisons("UNINIT", grads))
+            results["UNINIT:grads"] = one_of_gradients("UNINIT", grad_comparisons("UNINIT", grads, out.detach().cpu()))
 
     def det_run(specs):
         # The same call as the ordinary run (with or without gradients), twice more.
