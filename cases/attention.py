@@ -63,4 +63,9 @@ PINNED: list[AttentionCase] = [
     AttentionCase(2, 4, 2, 5, 0, 24, 24, dtype="float32", seed=1004),
     # An additive mask shared by the batch, with bottom-right causal on top, GQA, one key past a tile of 64.
     AttentionCase(2, 4, 2, 9, 65, 40, 40, dtype="float32", causal=True, mask="additive", shared_mask=True, seed=1005),
+    # Found by a scan of 300 Hypothesis draws: eager flex_attention's output is 3.3x the
+    # fp32-accumulate error in float16 (it rounds the normalised probabilities to the dtype
+    # before P @ V; flex_attention's known failure says more).
+    AttentionCase(2, 4, 2, 37, 15, 16, 8, dtype="float16", alignment="top_left", mask="additive", shared_mask=True,
+                  seed=151),
 ]

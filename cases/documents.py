@@ -47,4 +47,9 @@ PINNED = [
     # A micro-sequence with no document at all, only slack: every row of the step is
     # empty, every K row a dropped prefix; each gradient must be exactly 0.
     DocumentsCase(3, 1, 72, 72, documents=(5, 3), slack=4, boundaries=(8,), dtype="float16", seed=102),
+    # Found by a scan of 150 random layouts: eager flex_attention with a document mask is
+    # 5.3x the fp32-accumulate error in bfloat16, worse than the naive bfloat16 reference
+    # (flex_document_mask's known failure says why).
+    DocumentsCase(6, 2, 8, 8, documents=(64, 64, 15), slack=3, boundaries=(23, 86), dtype="bfloat16", scale=0.125,
+                  seed=368),
 ]

@@ -62,6 +62,16 @@ def run_flex_with_mask(q, k, v, keep, scale, bias=None, softcap=None):
                           block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
 
 
+# A finding, declared on the draws that found it (no case feature picks out the rows it
+# needs: a softmax peaked on a key whose probability rounds far in the dtype).
+NORMALISED_P_ROUNDED = (
+    "eager flex_attention rounds the normalised probabilities to the input dtype before P @ V (math_attention in "
+    "torch/_higher_order_ops/flex_attention.py), a rounding that a kernel keeping P in float32, or rounding "
+    "exp(s - max) whose largest entry is exactly 1, does not make (that order reproduces its output bitwise; a "
+    "finding)")
+FLEX_FORWARD_CHECKS = {"OUT", "INV", "GUARD", "UNINIT", "PACK"}  # every check that compares its output
+
+
 @variant("attention", "flex_attention", dtypes=("float32", "bfloat16", "float16", "float64"), limitations=[
     Limitation("flex_attention has no backward on CPU (NotImplementedError in torch 2.13)", checks={"backward"}),
     *NO_FILLED_ALLOCATIONS,
@@ -73,6 +83,9 @@ def run_flex_with_mask(q, k, v, keep, scale, bias=None, softcap=None):
     KnownFailure("create_block_mask raises on a call with no queries when the mask_mod reads a captured mask tensor "
                  "(IndexError 'shape mismatch: indexing tensors could not be broadcast together' under vmap)",
                  features={"no_queries"}, versions="torch==2.13.0"),
+    KnownFailure(NORMALISED_P_ROUNDED + ": on this draw, 3.3x the fp32-accumulate error in float16, past the kernel grade",
+                 cases={"b2-h4x2-q37-k15-d16v8-f16-tl-madditive-shared-s151"}, checks=FLEX_FORWARD_CHECKS,
+                 versions="torch==2.13.0"),
 ])
 def flex(q, k, v, *, scale, causal, window, alignment, mask, softcap):
     """torch.nn.attention.flex_attention, eager, with a mask_mod and a score_mod."""
