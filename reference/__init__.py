@@ -5,6 +5,6 @@ the oracle, called on a lower-precision copy it is the same-dtype baseline that 
 tolerance policy compares against (see ``harness.tolerance``).
 """
 
-from reference.attention import attention, visibility
+from reference.attention import attention, attention_with_grads, visibility
 
-__all__ = ["attention", "visibility"]
+__all__ = ["attention", "attention_with_grads", "visibility"]

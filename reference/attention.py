@@ -9,6 +9,10 @@ For batch b, query head h, query row i and key column j::
     p[i, :]  = softmax(s[i, :]),   out[i] = sum_j p[i, j] * v[b, g(h), j]
     lse[i]   = log(sum_j exp(s[i, j]))
 
+``attention`` returns ``(out, lse)``; ``attention_with_grads`` also returns the gradients
+of ``sum(out * dout)``, its backward written out step by step (bitwise what autograd
+computes for ``attention``).
+
 Conventions
 -----------
 * Shapes: q ``[B, Hq, Lq, D]``, k ``[B, Hkv, Lk, D]``, v ``[B, Hkv, Lk, Dv]``;

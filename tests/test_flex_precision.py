@@ -69,3 +69,28 @@ def test_flex_document_mask_rounds_the_normalised_probabilities_on_the_pinned_dr
             rounded, _ = _normalised_p_rounded(*heads_first, dtype, scale=case.resolved_scale, causal=case.causal,
                                                window=None, alignment="bottom_right", mask=None, softcap=None)
             assert torch.equal(got[rows], rounded[0].transpose(0, 1)), rows
+
+
+def test_the_findings_script_of_the_pinned_draw_shows_the_error_on_its_own(tmp_path):
+    """The repro script written for flex_attention's OUT finding (torch and the library
+    only) exits 1 on the pinned draw, and 0 on a draw where the harness passes it."""
+    from dataclasses import asdict
+
+    from harness.families.attention import case_from_id
+    from harness.findings import store
+    from harness.runner import OracleCache, evaluate
+    from tests.test_findings import _run_in_process
+
+    (variant,) = variants("attention", ["flex_attention"])
+    if variant.unavailable_reason():
+        pytest.skip(variant.unavailable_reason())
+    for case_id, expected in ((ATTENTION_DRAW, 1), ("b2-h4x2-q37-k15-d16v8-f16-tl-madditive-shared-s152", 0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = next(r for r in evaluate(case_from_id(case_id), variant, OracleCache())
+                       if (r.check, r.target) == ("OUT", "out"))
+        assert out.status == ("fail" if expected else "pass"), case_id
+        text, why = store.script_for(asdict(out), variant)
+        assert not why, why
+        code, printed = _run_in_process(text, tmp_path, f"{case_id}.py")
+        assert code == expected, printed

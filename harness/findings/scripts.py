@@ -210,17 +210,30 @@ def render(finding: dict, variant, header: str) -> str:
     spec = FAMILIES[finding["family"]]
     plan = spec.plans[f"{finding['check']}:{finding['target']}"]
     imports, body = split_snippet(variant.repro)
-    from harness.tolerance import POLICY
-
-    rule = POLICY.get(plan.rule) if plan.rule else None
     params = finding["case_params"]
+    rule = _rule(plan, variant, params["dtype"])
     return _environment().get_template(spec.template).render(
         header=header, snippet_imports=imports, snippet=_indent(body), variant=variant.name,
         description=(variant.description or variant.name).replace('"""', "'''").replace("\\", "/"),
         case_id=finding["case_id"], check=f"{finding['check']}:{finding['target']}", dtype=params["dtype"],
         device=variant.device, p=params, plan=_plan_view(plan, spec, params), needs=_needs(plan),
-        rule={"name": plan.rule, "k": rule.k, "floor_ulps": rule.floor_ulps} if rule else None,
+        rule=rule,
         uses_sdpa_mask=bool(re.search(r"\b(attn_mask|top_left_only)\b", body)), **spec.context(params))
+
+
+def _rule(plan: Plan, variant, dtype: str) -> dict | None:
+    """The tolerance row the harness judged the check by: the kernel grade's (against the
+    fp32-accumulate baseline) for a kernel-grade variant in a low dtype where the row has
+    one, else the naive one (against the same computation in the dtype)."""
+    from harness.tolerance import KERNEL_POLICY, LOW_DTYPES, POLICY
+
+    if not plan.rule:
+        return None
+    kernel = (variant.precision == "kernel" and plan.rule in KERNEL_POLICY
+              and dtype in {str(d).removeprefix("torch.") for d in LOW_DTYPES})
+    rule = (KERNEL_POLICY if kernel else POLICY)[plan.rule]
+    return {"name": plan.rule, "grade": "kernel" if kernel else "naive", "k": rule.k,
+            "k_rms": rule.k if rule.k_rms is None else rule.k_rms, "floor_ulps": rule.floor_ulps}
 
 
 def _plan_view(plan: Plan, spec: FamilyScript, params: dict) -> dict:

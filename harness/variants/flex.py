@@ -86,7 +86,27 @@ FLEX_FORWARD_CHECKS = {"OUT", "INV", "GUARD", "UNINIT", "PACK"}  # every check t
     KnownFailure(NORMALISED_P_ROUNDED + ": on this draw, 3.3x the fp32-accumulate error in float16, past the kernel grade",
                  cases={"b2-h4x2-q37-k15-d16v8-f16-tl-madditive-shared-s151"}, checks=FLEX_FORWARD_CHECKS,
                  versions="torch==2.13.0"),
-])
+], repro="""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    batch, len_q, len_k = q.shape[0], q.shape[-2], k.shape[-2]
+    if top_left_only:
+        attn_mask = torch.ones(len_q, len_k, dtype=torch.bool, device=q.device).tril()
+    if attn_mask is None:
+        attn_mask = torch.ones(len_q, len_k, dtype=torch.bool, device=q.device)
+    keep = (attn_mask if attn_mask.dtype == torch.bool else ~torch.isneginf(attn_mask)).expand(batch, 1, len_q, len_k)
+    bias = (torch.zeros((), dtype=q.dtype) if attn_mask.dtype == torch.bool
+            else attn_mask.masked_fill(~keep, 0.0)).expand(batch, 1, len_q, len_k)
+
+    def mask_mod(b, h, i, j):
+        return keep[b, 0, i, j]
+
+    def score_mod(s, b, h, i, j):
+        return (s if softcap is None else softcap * torch.tanh(s / softcap)) + bias[b, 0, i, j]
+
+    block_mask = create_block_mask(mask_mod, batch, None, len_q, len_k, device=q.device)
+    out = flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
+                         enable_gqa=q.shape[1] != k.shape[1])
+    """)
 def flex(q, k, v, *, scale, causal, window, alignment, mask, softcap):
     """torch.nn.attention.flex_attention, eager, with a mask_mod and a score_mod."""
     len_q, len_k = q.shape[-2], k.shape[-2]
