@@ -76,21 +76,17 @@ def peak_growth_bytes(fn) -> int | None:
 
 def _oracle_call(blocked: bool, length: int, heads: int, dim: int):
     """A closure running the float64 oracle forward and backward at ``length`` tokens, causal,
-    as the family oracle does: the plain one with its written-out backward, the blocked one
-    through autograd (each block recomputed in the backward)."""
+    as the family oracle does: with the written-out backward, the whole call or a block of
+    query rows at a time."""
     from reference.attention import attention_with_grads
-    from reference.attention_blocked import blocked_attention
+    from reference.attention_blocked import blocked_attention_with_grads
 
     gen = torch.Generator().manual_seed(length)
     q, k, v, dout = (torch.randn(1, heads, length, dim, generator=gen, dtype=torch.float64) for _ in range(4))
+    fn = blocked_attention_with_grads if blocked else attention_with_grads
 
     def once():
-        if not blocked:
-            attention_with_grads(q, k, v, dout, causal=True)
-            return
-        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-        out, _ = blocked_attention(*leaves, causal=True)
-        out.backward(dout)
+        fn(q, k, v, dout, causal=True)
 
     return once
 

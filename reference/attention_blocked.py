@@ -18,10 +18,11 @@ keys up to its last row's diagonal, under a window about the window): the keys l
 have weight exactly 0 in every row of the block (only the order in which the remaining
 terms are summed may change: differences of a few units in the last place).
 
-Memory: ``O(B Hq rows Lk)`` per block instead of ``O(B Hq Lq Lk)``. Backward recomputes
-each block (``_Recomputed``): autograd keeps only the inputs of a block between
-forward and backward, and a block's temporaries live only while that block is
-differentiated. Trusted only because ``tests/test_blocked_oracles.py`` holds it to the
+Memory: ``O(B Hq rows Lk)`` per block instead of ``O(B Hq Lq Lk)``. Under autograd the
+backward recomputes each block (``_Recomputed``): autograd keeps only the inputs of a
+block between forward and backward, and a block's temporaries live only while that
+block is differentiated. ``blocked_attention_with_grads`` (what the oracles use) runs
+each block's forward and written-out backward at once instead, without a graph. Trusted only because ``tests/test_blocked_oracles.py`` holds it to the
 plain oracle on every catalogue case.
 """
 
@@ -31,7 +32,7 @@ import math
 
 import torch
 
-from reference.attention import attention, visibility
+from reference.attention import attention, attention_with_grads, visibility
 from reference.documents import document_attention
 
 BLOCK_SCORES = 2 ** 23  # scores per block, B * Hq * rows * Lk: 64 MiB in float64
@@ -129,6 +130,44 @@ def blocked_attention(
         outs.append(out)
         lses.append(lse)
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+def blocked_attention_with_grads(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dout: torch.Tensor,
+    *,
+    scale: float | None = None,
+    causal: bool = False,
+    window: tuple[int | None, int | None] | None = None,
+    alignment: str = "bottom_right",
+    mask: torch.Tensor | None = None,
+    softcap: float | None = None,
+    block_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``reference.attention.attention_with_grads`` a block of query rows at a time, as
+    ``blocked_attention`` blocks them: ``(out, lse, {"dq", "dk", "dv"})``. A block's rows
+    own their dq rows; dk and dv add up each block's gradient over the keys it reads, in
+    block order. No graph is kept: memory is one block's forward and backward."""
+    batch, heads_q, len_q, dim = q.shape
+    len_k = k.shape[2]
+    step = block_rows or rows_per_block(batch, heads_q, len_k)
+    scale = 1.0 / math.sqrt(dim) if scale is None else scale
+    out, lse = q.new_zeros(batch, heads_q, len_q, v.shape[-1]), q.new_zeros(batch, heads_q, len_q)
+    grads = {"dq": torch.zeros_like(q), "dk": torch.zeros_like(k), "dv": torch.zeros_like(v)}
+    for start in range(0, len_q, step):
+        rows = slice(start, min(start + step, len_q))
+        rows_mask = block_mask(len_q, len_k, rows, causal=causal, window=window, alignment=alignment, mask=mask,
+                               device=q.device)
+        keys = _visible_keys(rows_mask)  # keys outside it have weight exactly 0 in every row of the block
+        out[:, :, rows], lse[:, :, rows], block = attention_with_grads(
+            q[:, :, rows], k[:, :, keys], v[:, :, keys], dout[:, :, rows], scale=scale, mask=rows_mask[..., keys],
+            softcap=softcap)
+        grads["dq"][:, :, rows] = block["dq"]
+        grads["dk"][:, :, keys] += block["dk"]
+        grads["dv"][:, :, keys] += block["dv"]
+    return out, lse, grads
 
 
 def blocked_document_attention(q, k, v, *, cu_seqlens_q, cu_seqlens_k, first_document_begin=0, scale=None,

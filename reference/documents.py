@@ -59,9 +59,10 @@ def document_attention(
 
 
 def document_attention_with_grads(q, k, v, dout, *, cu_seqlens_q, cu_seqlens_k, first_document_begin=0, scale=None,
-                                  causal=True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                                  causal=True, attend=attention_with_grads) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``document_attention``'s output and the gradients of ``sum(out * dout)``, each
-    document through ``reference.attention.attention_with_grads``: ``dout`` ``[Tq, Hq, Dv]``;
+    document through ``attend`` (``reference.attention.attention_with_grads``; the blocked
+    twin's for long ones): ``dout`` ``[Tq, Hq, Dv]``;
     ``{"dq": [Tq, Hq, D], "dk": [Tk, Hkv, D], "dv": [Tk, Hkv, Dv]}``, exactly 0 on slack and
     dropped-prefix rows. Documents share no rows, so each gradient row is one document's:
     bitwise what autograd gives (``tests/test_attention_backward.py``)."""
@@ -72,7 +73,7 @@ def document_attention_with_grads(q, k, v, dout, *, cu_seqlens_q, cu_seqlens_k, 
         rows = slice(cu_q[i], cu_q[i + 1])
         keys = slice(first_document_begin + cu_k[i], first_document_begin + cu_k[i + 1])
         heads_first = [x.transpose(0, 1)[None] for x in (q[rows], k[keys], v[keys], dout[rows])]
-        out_i, _, grads_i = attention_with_grads(*heads_first, scale=scale, causal=causal, alignment="bottom_right")
+        out_i, _, grads_i = attend(*heads_first, scale=scale, causal=causal, alignment="bottom_right")
         out[rows] = out_i[0].transpose(0, 1)
         for name, where in (("dq", rows), ("dk", keys), ("dv", keys)):
             grads[name][where] = grads_i[name][0].transpose(0, 1)

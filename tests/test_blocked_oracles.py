@@ -12,6 +12,7 @@ at the same places with the same values; NaN never passes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -23,8 +24,9 @@ from harness.dtypes import TORCH_DTYPES
 from harness.families.attention import _kwargs, make_inputs
 from harness.families.documents import make_inputs as document_inputs
 from reference.attention import attention, visibility
-from reference.attention_blocked import blocked_attention, blocked_document_attention, coverage, rows_per_block
-from reference.documents import document_attention
+from reference.attention_blocked import (blocked_attention, blocked_attention_with_grads, blocked_document_attention, coverage,
+                                        rows_per_block)
+from reference.documents import document_attention, document_attention_with_grads
 
 TOLERANCE = 1e-13  # relative to max(1, max |plain|), float64; measured at most 1.9e-15 (module docstring)
 
@@ -65,7 +67,10 @@ def test_blocked_attention_equals_the_plain_oracle_on_every_catalogue_case():
         kw = _kwargs(case, x["mask"])
         plain = _run(lambda q, k, v: attention(q, k, v, **kw), x)
         blocked = _run(lambda q, k, v: blocked_attention(q, k, v, **kw, block_rows=_third(case.len_q)), x)
-        worst[case.id] = _largest_difference(plain, blocked)
+        out, lse, grads = blocked_attention_with_grads(x["q"], x["k"], x["v"], x["dout"], **kw,
+                                                       block_rows=_third(case.len_q))
+        worst[case.id] = max(_largest_difference(plain, blocked),
+                             _largest_difference(plain, [out, lse, grads["dq"], grads["dk"], grads["dv"]]))
     case_id, largest = max(worst.items(), key=lambda item: item[1])
     assert largest <= TOLERANCE, f"largest difference {largest:.3g} on {case_id}"
     print(f"blocked attention vs plain: largest difference {largest:.3g} ({case_id}, {len(worst)} cases)")
@@ -82,9 +87,13 @@ def test_blocked_documents_equal_the_plain_oracle_on_every_catalogue_case():
             inputs = dict(x, q=x["q"][step.start:step.end], dout=x["dout"][step.start:step.end], k=x["k"][:step.end],
                           v=x["v"][:step.end])
             plain = _run(lambda q, k, v: document_attention(q, k, v, **kw), inputs)
-            blocked = _run(lambda q, k, v: blocked_document_attention(q, k, v, **kw, block_rows=_third(max(step.doc_query_lengths, default=1))),
-                           inputs)
-            worst[f"{case.id} rows {step.start}:{step.end}"] = _largest_difference(plain, blocked)
+            rows = _third(max(step.doc_query_lengths, default=1))
+            blocked = _run(lambda q, k, v: blocked_document_attention(q, k, v, **kw, block_rows=rows), inputs)
+            out, grads = document_attention_with_grads(
+                *(inputs[n] for n in ("q", "k", "v", "dout")), **kw,
+                attend=functools.partial(blocked_attention_with_grads, block_rows=rows))
+            worst[f"{case.id} rows {step.start}:{step.end}"] = max(
+                _largest_difference(plain, blocked), _largest_difference(plain, [out, grads["dq"], grads["dk"], grads["dv"]]))
     where, largest = max(worst.items(), key=lambda item: item[1])
     assert largest <= TOLERANCE, f"largest difference {largest:.3g} on {where}"
     print(f"blocked documents vs plain: largest difference {largest:.3g} ({where}, {len(worst)} calls)")
@@ -112,7 +121,10 @@ def test_a_block_holds_rows_times_keys_scores_and_the_backward_too():
         with MemoryMeter() as meter:
             _run(lambda q, k, v: fn(q, k, v, **kw), x)
         largest[name] = meter.largest
-    assert largest == {"plain": 4 * 128 * 128, "blocked": 4 * 16 * 128}
+    with MemoryMeter() as meter:  # what the oracle runs: each block's forward and written-out backward, no graph
+        blocked_attention_with_grads(x["q"], x["k"], x["v"], x["dout"], **kw, block_rows=16)
+    largest["blocked_with_grads"] = meter.largest
+    assert largest == {"plain": 4 * 128 * 128, "blocked": 4 * 16 * 128, "blocked_with_grads": 4 * 16 * 128}
 
 
 def test_rows_per_block_bounds_the_scores_of_a_block():

@@ -48,7 +48,7 @@ from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_all
 from harness.tolerance import ERROR, FAIL, LOW_DTYPES, PASS, Comparison, all_finite, compare, exact_zero
 from harness.oracle_device import moved
 from reference.attention import attention, attention_with_grads
-from reference.attention_blocked import blocked_attention, coverage
+from reference.attention_blocked import blocked_attention, blocked_attention_with_grads, coverage
 
 _ALIGN_TOKENS = {"bottom_right": "br", "top_left": "tl"}
 # INV poisons keys that no query may see with large values that stay finite in every
@@ -361,12 +361,9 @@ def cancelling_allowance(name: str, q, k, v, dout, scale: float, dtype: torch.dt
 
 def _reference_with_grads(case, inputs, dtype):
     mask = inputs["mask"] if inputs["mask"] is None or inputs["mask"].dtype == torch.bool else inputs["mask"].to(dtype)
-    if _attend(case) is attention:
-        out, _, grads = attention_with_grads(*(inputs[n].to(dtype) for n in ("q", "k", "v", "dout")), **_kwargs(case, mask))
-        return out, grads
-    leaves = {n: inputs[n].to(dtype).detach().requires_grad_() for n in ("q", "k", "v")}  # new leaves, no copy in float64
-    out, _ = _attend(case)(leaves["q"], leaves["k"], leaves["v"], **_kwargs(case, mask))
-    return out.detach(), gradients([out], [inputs["dout"].to(dtype)], leaves)
+    with_grads = attention_with_grads if _attend(case) is attention else blocked_attention_with_grads
+    out, _, grads = with_grads(*(inputs[n].to(dtype) for n in ("q", "k", "v", "dout")), **_kwargs(case, mask))
+    return out, grads
 
 
 def _forward(case, inputs, dtype) -> torch.Tensor:

@@ -50,8 +50,8 @@ from harness.layouts import DocumentLayout, MicroStep
 from harness.memory_checks import bitwise_equal, det_runs, guarded, poisoned_allocations
 from harness.tolerance import FAIL, LOW_DTYPES, Comparison, all_finite, compare, exact_zero
 from harness.oracle_device import moved
-from reference.attention import attention
-from reference.attention_blocked import blocked_attention
+from reference.attention import attention, attention_with_grads
+from reference.attention_blocked import blocked_attention, blocked_attention_with_grads
 from reference.documents import document_attention, document_attention_with_grads
 
 POISON_KEY, POISON_VALUE = 100.0, 1.0e4  # as in the attention family: finite in every dtype
@@ -208,11 +208,11 @@ def _reference(case, step, q, k, v, dout, dtype, backward: bool = True):
     kw = _step_kwargs(case, step)
     kw = dict(cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
               first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal)
-    if backward and _attend(case, step) is attention:
-        return document_attention_with_grads(*(x.to(dtype) for x in (q, k, v, dout)), **kw)
-    leaves = [x.to(dtype).detach().requires_grad_(backward) for x in (q, k, v)]
-    out = document_attention(*leaves, **kw, attend=_attend(case, step))
-    return out.detach(), gradients([out], [dout.to(dtype)], dict(zip("qkv", leaves))) if backward else None
+    plain = _attend(case, step) is attention
+    if backward:
+        return document_attention_with_grads(*(x.to(dtype) for x in (q, k, v, dout)), **kw,
+                                             attend=attention_with_grads if plain else blocked_attention_with_grads)
+    return document_attention(*(x.to(dtype) for x in (q, k, v)), **kw, attend=_attend(case, step)), None
 
 
 @dataclass
