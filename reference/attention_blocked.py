@@ -22,8 +22,9 @@ Memory: ``O(B Hq rows Lk)`` per block instead of ``O(B Hq Lq Lk)``. Under autogr
 backward recomputes each block (``_Recomputed``): autograd keeps only the inputs of a
 block between forward and backward, and a block's temporaries live only while that
 block is differentiated. ``blocked_attention_with_grads`` (what the oracles use) runs
-each block's forward and written-out backward at once instead, without a graph. Trusted only because ``tests/test_blocked_oracles.py`` holds it to the
-plain oracle on every catalogue case.
+each block's forward and written-out backward at once instead, without a graph.
+Trusted only because ``tests/test_blocked_oracles.py`` holds both to the plain oracle on
+every catalogue case.
 """
 
 from __future__ import annotations

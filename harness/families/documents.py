@@ -205,9 +205,8 @@ def _attend(case: DocumentsCase, step: MicroStep):
 
 def _reference(case, step, q, k, v, dout, dtype, backward: bool = True):
     """document_attention on one step in ``dtype``: out and grads of q, k, v (None without ``backward``)."""
-    kw = _step_kwargs(case, step)
-    kw = dict(cu_seqlens_q=kw["cu_seqlens_q"], cu_seqlens_k=kw["cu_seqlens_k"],
-              first_document_begin=kw["first_document_begin"], scale=kw["scale"], causal=case.causal)
+    given = _step_kwargs(case, step)
+    kw = {n: given[n] for n in ("cu_seqlens_q", "cu_seqlens_k", "first_document_begin", "scale", "causal")}
     plain = _attend(case, step) is attention
     if backward:
         return document_attention_with_grads(*(x.to(dtype) for x in (q, k, v, dout)), **kw,
