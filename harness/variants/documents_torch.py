@@ -79,7 +79,8 @@ def backup_explicit_mask(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, m
     materialises_scores("a dense document mask and eager flex_attention over the step"),
 ], known_failures=[
     KnownFailure(NORMALISED_P_ROUNDED + ": on this draw, 5.3x the fp32-accumulate error in bfloat16, past the kernel "
-                 "grade and worse than the naive bfloat16 reference", cases={"docs64_64_15-t3-m23_86-h6x2-d8v8-bf16-sc0.125-s368"}, checks=FLEX_FORWARD_CHECKS,
+                 "grade and worse than the naive bfloat16 reference",
+                 cases={"docs64_64_15-t3-m23_86-h6x2-d8v8-bf16-sc0.125-s368"}, checks=FLEX_FORWARD_CHECKS,
                  versions="torch==2.13.0"),
 ])
 def flex_document_mask(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, first_document_begin, scale, causal):
