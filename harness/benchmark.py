@@ -206,7 +206,7 @@ def ratio_table(repeats: int) -> list[dict]:
         forward_s = _best_seconds(lambda: oracle(case, backward=False), repeats)
         fastest = _fastest_variants(case, make_inputs(case))
         (name, seconds), (fwd_name, fwd_s) = fastest.get("backward", ("-", math.nan)), fastest["forward"]
-        rows.append(dict(case=case.id, variant=name, variant_s=seconds, forward_oracle=forward_s,
+        rows.append(dict(case=case.id, dtype=case.dtype, variant=name, variant_s=seconds, forward_oracle=forward_s,
                          forward_variant=fwd_name, forward_variant_s=fwd_s, fixed=fixed, **parts))
         print(f"| {case.id} | {parts['oracle'] * 1e3:.1f} | {name} | {seconds * 1e3:.2f} | "
               f"{parts['oracle'] / seconds:.1f}x | {forward_s * 1e3:.1f} | {fwd_name} | {fwd_s * 1e3:.2f} | "
@@ -229,7 +229,13 @@ def _ratios(rows: list[dict], oracle_key: str, variant_key: str) -> str:
 
 def _ratio_summary(rows: list[dict]) -> list[str]:
     oracle_s = sum(r["oracle"] for r in rows)
+    float32 = [r for r in rows if r["dtype"] == "float32"]
+    low = [r for r in rows if r["dtype"] in ("bfloat16", "float16")]
     lines = ["forward and backward, " + _ratios(rows, "oracle", "variant_s"),
+             # three reference passes in a low dtype (the truth, the naive and the fp32-accumulate
+             # baselines), two in float32, against one call of the fastest variant
+             *(f"  of which {label}, " + _ratios(part, "oracle", "variant_s")
+               for label, part in (("float32", float32), ("bfloat16 / float16", low)) if part),
              "forward only, " + _ratios(rows, "forward_oracle", "forward_variant_s"),
              f"fixed cost of one oracle call (a 1-token case): {rows[0]['fixed'] * 1e3:.2f} ms", "",
              "| where the oracle's time goes (sum over the cases) | ms | share |", "| --- | --- | --- |"]
