@@ -169,7 +169,7 @@ def attention_with_grads(
         dk, dv  summed over the query heads that share a kv head
 
     Each step is the operation autograd runs for ``attention`` in the same order, so the
-    two agree bitwise in every dtype (``tests/test_reference_attention.py``): the
+    two agree bitwise in every dtype (``tests/test_attention_backward.py``): the
     same-dtype baselines keep the numerics the tolerance was measured with, without the
     cost of recording a graph.
     """

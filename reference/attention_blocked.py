@@ -29,6 +29,7 @@ every catalogue case.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -92,6 +93,20 @@ class _Recomputed(torch.autograd.Function):
         return (None, *(next(found) if t.requires_grad else None for t in leaves))
 
 
+def _row_blocks(q, k, *, causal, window, alignment, mask, block_rows):
+    """Each block of query rows as ``(rows, rows_mask)``: ``rows`` a slice of the queries
+    (one empty block when there are none), ``rows_mask()`` the block's visibility as
+    ``reference.attention`` takes it (``block_mask``), computed when called, so that a
+    caller under autograd can compute it again in the backward rather than keep it."""
+    batch, heads_q, len_q, _ = q.shape
+    len_k = k.shape[2]
+    step = block_rows or rows_per_block(batch, heads_q, len_k)
+    for start in range(0, max(len_q, 1), step):
+        rows = slice(start, min(start + step, len_q))
+        yield rows, functools.partial(block_mask, len_q, len_k, rows, causal=causal, window=window,
+                                      alignment=alignment, mask=mask, device=q.device)
+
+
 def blocked_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -107,26 +122,16 @@ def blocked_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``reference.attention`` a block of ``block_rows`` query rows at a time (default:
     ``rows_per_block``); returns ``(out [B, Hq, Lq, Dv], lse [B, Hq, Lq])``."""
-    batch, heads_q, len_q, dim = q.shape
-    len_k = k.shape[2]
-    step = block_rows or rows_per_block(batch, heads_q, len_k)
-    scale = 1.0 / math.sqrt(dim) if scale is None else scale
     differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    starts = range(0, max(len_q, 1), step)  # one (empty) block when there are no queries
     outs, lses = [], []
-    for start, q_rows in zip(starts, torch.split(q, step, dim=2) if len_q else [q]):
-        rows = slice(start, start + q_rows.shape[2])
-
-        def rows_mask(rows=rows):
-            return block_mask(len_q, len_k, rows, causal=causal, window=window, alignment=alignment, mask=mask,
-                              device=q.device)
-
+    for rows, rows_mask in _row_blocks(q, k, causal=causal, window=window, alignment=alignment, mask=mask,
+                                       block_rows=block_rows):
         keys = _visible_keys(rows_mask())  # keys outside it have weight exactly 0 in every row of the block
 
         def one_block(q_rows, k_keys, v_keys, rows_mask=rows_mask, keys=keys):
             return attention(q_rows, k_keys, v_keys, scale=scale, mask=rows_mask()[..., keys], softcap=softcap)
 
-        inputs = (q_rows, k[:, :, keys], v[:, :, keys])
+        inputs = (q[:, :, rows], k[:, :, keys], v[:, :, keys])
         out, lse = _Recomputed.apply(one_block, *inputs) if differentiable else one_block(*inputs)
         outs.append(out)
         lses.append(lse)
@@ -151,19 +156,14 @@ def blocked_attention_with_grads(
     ``blocked_attention`` blocks them: ``(out, lse, {"dq", "dk", "dv"})``. A block's rows
     own their dq rows; dk and dv add up each block's gradient over the keys it reads, in
     block order. No graph is kept: memory is one block's forward and backward."""
-    batch, heads_q, len_q, dim = q.shape
-    len_k = k.shape[2]
-    step = block_rows or rows_per_block(batch, heads_q, len_k)
-    scale = 1.0 / math.sqrt(dim) if scale is None else scale
-    out, lse = q.new_zeros(batch, heads_q, len_q, v.shape[-1]), q.new_zeros(batch, heads_q, len_q)
+    out, lse = q.new_zeros(*q.shape[:3], v.shape[-1]), q.new_zeros(q.shape[:3])
     grads = {"dq": torch.zeros_like(q), "dk": torch.zeros_like(k), "dv": torch.zeros_like(v)}
-    for start in range(0, len_q, step):
-        rows = slice(start, min(start + step, len_q))
-        rows_mask = block_mask(len_q, len_k, rows, causal=causal, window=window, alignment=alignment, mask=mask,
-                               device=q.device)
-        keys = _visible_keys(rows_mask)  # keys outside it have weight exactly 0 in every row of the block
+    for rows, rows_mask in _row_blocks(q, k, causal=causal, window=window, alignment=alignment, mask=mask,
+                                       block_rows=block_rows):
+        visible = rows_mask()
+        keys = _visible_keys(visible)
         out[:, :, rows], lse[:, :, rows], block = attention_with_grads(
-            q[:, :, rows], k[:, :, keys], v[:, :, keys], dout[:, :, rows], scale=scale, mask=rows_mask[..., keys],
+            q[:, :, rows], k[:, :, keys], v[:, :, keys], dout[:, :, rows], scale=scale, mask=visible[..., keys],
             softcap=softcap)
         grads["dq"][:, :, rows] = block["dq"]
         grads["dk"][:, :, keys] += block["dk"]
